@@ -1,0 +1,1 @@
+"""k2.chaos: fault injection that knows nothing of market data."""

@@ -1,0 +1,162 @@
+"""The `k2` command line: `k2 stack ...` and the main job."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from k2.stack import LocalStack, StackError
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _stack(args: argparse.Namespace) -> LocalStack:
+    fixed: dict[str, int] = {}
+    for item in getattr(args, "port", None) or []:
+        name, _, value = item.partition("=")
+        if not value.isdigit():
+            raise SystemExit(f"k2: --port takes SERVICE=PORT (e.g. kafka=9092), got {item!r}")
+        fixed[name] = int(value)
+    return LocalStack(
+        args.data_dir,
+        fixed_ports=fixed,
+        on_progress=lambda service, message: console.print(f"  [bold]{service:<12}[/] {message}"),
+    )
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    stack = _stack(args)
+    console.print(f"k2 stack up: data dir {stack.data_dir}")
+    stack.up()
+    console.print("[green]all services healthy[/]; `k2 stack env` prints the connection settings")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    stack = _stack(args)
+    ended = stack.down(purge=args.purge)
+    if not ended:
+        console.print("nothing was running")
+    for name, how in ended:
+        console.print(f"  {name:<12} {how}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    stack = _stack(args)
+    rows = stack.status()
+    table = Table("service", "state", "pid", "address", "detail")
+    colours = {"healthy": "green", "unhealthy": "yellow", "down": "red", "stopped": "dim"}
+    for row in rows:
+        table.add_row(row.name, f"[{colours[row.state]}]{row.state}[/]", str(row.pid or "-"), row.address, row.detail)
+    out.print(table)
+    dead = [r for r in rows if r.state == "down"]
+    if dead:
+        names = ", ".join(f"{r.name} (pid {r.pid})" for r in dead)
+        console.print(
+            f"[red]stale state:[/] {names} not running. `k2 stack up` restarts it with its data; "
+            "`k2 stack logs SERVICE` shows why it stopped; `k2 stack down` clears the state."
+        )
+    return 0 if all(r.healthy for r in rows) else 1
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    for key, value in _stack(args).env().items():
+        out.print(f"export {key}={shlex.quote(value)}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    sys.stdout.write(_stack(args).logs(args.service, None if args.lines == 0 else args.lines) + "\n")
+    return 0
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    svc = _stack(args).start_service(args.service)
+    console.print(f"{args.service} healthy at {svc.advertised}")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    how = _stack(args).stop_service(args.service, kill=args.kill)
+    console.print(f"{args.service} {how}")
+    return 0
+
+
+def cmd_smoke(args: argparse.Namespace) -> int:
+    """The main job until the chaos suites land: up, one round trip per service, summary, down."""
+    from k2.stack.roundtrip import all_round_trips
+
+    stack = _stack(args)
+    console.print(f"k2 smoke: starting the embedded stack in {stack.data_dir}")
+    try:
+        stack.up()
+        results = all_round_trips(stack.endpoints())
+        table = Table("service", "round trip", "seconds", title="K2 embedded stack: round trips")
+        for r in results:
+            table.add_row(r.service, r.what, f"{r.seconds:.2f}")
+        out.print(table)
+    finally:
+        if not args.keep:
+            stack.down()
+            console.print("stack stopped (data kept; `k2 stack down --purge` removes it)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="k2", description="K2 chaos testing framework and its platform")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_data_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--data-dir", type=Path, default=None, help="stack data dir (default: K2_DATA_DIR or a "
+                       "per-user state dir)")  # fmt: skip
+        return p
+
+    stack = sub.add_parser("stack", help="the embedded services").add_subparsers(dest="verb", required=True)
+    up = with_data_dir(stack.add_parser("up", help="start every service; returns when all are healthy"))
+    up.add_argument("--port", action="append", metavar="SERVICE=PORT", help="listen on a fixed port")
+    up.set_defaults(func=cmd_up)
+    down = with_data_dir(stack.add_parser("down", help="stop every service (data kept)"))
+    down.add_argument("--purge", action="store_true", help="also delete the data dir")
+    down.set_defaults(func=cmd_down)
+    with_data_dir(stack.add_parser("status", help="health per service, live-checked")).set_defaults(func=cmd_status)
+    with_data_dir(stack.add_parser("env", help="shell exports for clients")).set_defaults(func=cmd_env)
+    logs = with_data_dir(stack.add_parser("logs", help="a service's log"))
+    logs.add_argument("service")
+    logs.add_argument("-n", "--lines", type=int, default=200, help="last N lines (0 = all)")
+    logs.set_defaults(func=cmd_logs)
+    start = with_data_dir(stack.add_parser("start", help="start one service again with its data"))
+    start.add_argument("service")
+    start.set_defaults(func=cmd_start)
+    stop = with_data_dir(stack.add_parser("stop", help="stop one service"))
+    stop.add_argument("service")
+    stop.add_argument("--kill", action="store_true", help="SIGKILL instead of a graceful stop")
+    stop.set_defaults(func=cmd_stop)
+
+    smoke = with_data_dir(sub.add_parser("smoke", help="up, a round trip through each service, summary, down"))
+    smoke.add_argument("--keep", action="store_true", help="leave the stack running")
+    smoke.set_defaults(func=cmd_smoke)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.func(args))
+    except StackError as exc:
+        console.print(f"[red]k2: {exc}[/]", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        console.print("[red]k2: interrupted[/]")
+        return 130

@@ -1,0 +1,1 @@
+"""k2.platform: the market-data pipeline under test."""

@@ -1,0 +1,44 @@
+"""Where clients connect: the advertised addresses and credentials, as values and as env vars."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from k2.stack.services import LAKEHOUSE_BUCKET
+from k2.stack.services.postgres import Postgres
+from k2.stack.state import StackState
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    kafka_bootstrap: str
+    s3_endpoint: str
+    s3_access_key: str
+    s3_secret_key: str
+    s3_bucket: str
+    postgres_uri: str
+    data_dir: str
+
+    def as_env(self) -> dict[str, str]:
+        return {
+            "K2_KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+            "K2_S3_ENDPOINT": self.s3_endpoint,
+            "K2_S3_ACCESS_KEY_ID": self.s3_access_key,
+            "K2_S3_SECRET_ACCESS_KEY": self.s3_secret_key,
+            "K2_S3_BUCKET": self.s3_bucket,
+            "K2_POSTGRES_URI": self.postgres_uri,
+            "K2_DATA_DIR": self.data_dir,
+        }
+
+
+def endpoints_of(stack: StackState) -> Endpoints:
+    creds = stack.credentials
+    return Endpoints(
+        kafka_bootstrap=str(stack.services["kafka"].advertised),
+        s3_endpoint=f"http://{stack.services['s3'].advertised}",
+        s3_access_key=creds["s3_access_key"],
+        s3_secret_key=creds["s3_secret_key"],
+        s3_bucket=LAKEHOUSE_BUCKET,
+        postgres_uri=Postgres.uri(stack, stack.services["postgres"]),
+        data_dir=stack.data_dir,
+    )

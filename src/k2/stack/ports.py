@@ -1,0 +1,53 @@
+"""Free loopback ports, picked at start so two stacks (or a stack and a test) never collide."""
+
+from __future__ import annotations
+
+import random
+import socket
+
+from k2.stack.errors import PortTaken
+
+HOST = "127.0.0.1"
+# SeaweedFS derives gRPC ports as http port + 10000, so keep room above the range.
+_LOW, _HIGH = 20000, 45000
+_taken_by_us: set[int] = set()
+
+
+def is_free(port: int, host: str = HOST) -> bool:
+    """True when nothing listens on host:port and we may bind it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def pick(count: int = 1, *, grpc_offset: bool = False, rng: random.Random | None = None) -> list[int]:
+    """Pick `count` distinct free ports; with grpc_offset, port + 10000 must be free too."""
+    rng = rng or random.SystemRandom()
+    chosen: list[int] = []
+    for _ in range(2000):
+        if len(chosen) == count:
+            break
+        port = rng.randrange(_LOW, _HIGH)
+        needed = [port, port + 10000] if grpc_offset else [port]
+        if any(p in _taken_by_us or p in chosen for p in needed):
+            continue
+        if all(is_free(p) for p in needed):
+            chosen.append(port)
+            _taken_by_us.update(needed)
+    if len(chosen) < count:
+        raise PortTaken(f"could not find {count} free loopback ports in {_LOW}-{_HIGH}; free some and retry")
+    return chosen
+
+
+def require_free(service: str, port: int) -> None:
+    """Fail with a clear message when a port a service must reuse is held by someone else."""
+    if not is_free(port):
+        raise PortTaken(
+            f"{service}: port {HOST}:{port} is already in use by another process. "
+            f"Stop whatever holds it (`ss -ltnp 'sport = :{port}'` shows it), or run "
+            f"`k2 stack down` and `k2 stack up` to pick new ports."
+        )

@@ -1,0 +1,71 @@
+"""What every embedded service provides to the local backend: a plan, a start, a health check."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from k2.stack.state import ServiceState, StackState
+
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths inside a stack's data dir; every service keeps its data under its own directory."""
+
+    data_dir: Path
+
+    def service_dir(self, name: str) -> Path:
+        return self.data_dir / name
+
+    def log_file(self, name: str) -> Path:
+        return self.data_dir / "logs" / f"{name}.log"
+
+
+def base_env(home: Path) -> dict[str, str]:
+    """A clean environment: nothing of the caller's (AWS profiles, proxies) leaks into a service."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+    }
+
+
+class Service(ABC):
+    """One service of the stack, by role. Subclasses hold no state: everything lives in ServiceState."""
+
+    name: str
+    depends_on: tuple[str, ...] = ()
+    stop_signal: str = "SIGTERM"
+    # what `k2 stack status` says the service is for
+    role: str = ""
+
+    @abstractmethod
+    def plan(self, layout: Layout, stack: StackState, ports: dict[str, int]) -> ServiceState:
+        """Command, environment and addresses for a first start, on the ports given."""
+
+    @abstractmethod
+    def port_names(self) -> tuple[str, ...]:
+        """Names of the ports to allocate; the first is the client-facing one."""
+
+    def needs_grpc_offset(self) -> bool:
+        """SeaweedFS listens on port + 10000 as well; the allocator must keep those free too."""
+        return False
+
+    def prepare(self, layout: Layout, stack: StackState, svc: ServiceState) -> None:  # noqa: B027
+        """Idempotent one-time setup before a start (directories, initdb)."""
+
+    @abstractmethod
+    def check(self, stack: StackState, svc: ServiceState, timeout: float) -> str:
+        """One real operation against the service; returns a short detail or raises."""
+
+    def after_healthy(self, stack: StackState, svc: ServiceState) -> None:  # noqa: B027
+        """Idempotent setup that needs the service up (buckets, databases)."""
+
+    def transient_errors(self) -> tuple[type[BaseException], ...]:
+        """Errors that mean 'not ready yet' while waiting for health."""
+        return (OSError,)

@@ -1,0 +1,114 @@
+"""Tansu, the Kafka-protocol broker, keeping its log on its own private S3 store (`kafka-store`)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from k2.stack import binaries
+from k2.stack.services.base import HOST, Layout, Service, base_env
+from k2.stack.state import Address, ServiceState, StackState
+
+HEALTH_TOPIC = "__k2_health"
+STORE_BUCKET = "tansu"
+# Tansu's S3 request timeout. At the default 30 s a longer stall of its store fences every
+# idempotent producer (stack-facts); 120 s rides out a 40 s stall.
+STORE_TIMEOUT = "120s"
+
+_quiet = logging.getLogger("k2.stack.kafka.client")
+
+
+def admin_client(bootstrap: str, timeout: float) -> Any:
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient(
+        {
+            "bootstrap.servers": bootstrap,
+            "socket.timeout.ms": int(timeout * 1000),
+            "socket.connection.setup.timeout.ms": int(max(timeout, 1) * 1000),
+            "logger": _quiet,
+        }
+    )
+
+
+class KafkaError(Exception):
+    """The broker answered wrongly (Tansu says 'ready' even when its storage is broken)."""
+
+
+class Tansu(Service):
+    name = "kafka"
+    depends_on = ("kafka-store",)
+    role = "Kafka protocol broker (Tansu), log on kafka-store"
+
+    def port_names(self) -> tuple[str, ...]:
+        return ("kafka",)
+
+    def plan(self, layout: Layout, stack: StackState, ports: dict[str, int]) -> ServiceState:
+        store = stack.services["kafka-store"]
+        home = layout.service_dir(self.name)
+        listen = Address(HOST, ports["kafka"])
+        advertised = Address(listen.host, listen.port)
+        env = base_env(home) | {
+            "AWS_ACCESS_KEY_ID": stack.credentials["kafka-store_access_key"],
+            "AWS_SECRET_ACCESS_KEY": stack.credentials["kafka-store_secret_key"],
+            "AWS_ENDPOINT": f"http://{store.advertised}",
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_TIMEOUT": STORE_TIMEOUT,
+            # Never ask a cloud metadata service for credentials: traffic stays on loopback.
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        svc = ServiceState(
+            name=self.name,
+            listen=listen,
+            advertised=advertised,
+            log=str(layout.log_file(self.name)),
+            argv=[],
+            env=env,
+            cwd=str(home),
+        )
+        svc.argv = self.argv(svc)
+        return svc
+
+    @staticmethod
+    def argv(svc: ServiceState) -> list[str]:
+        """Rebuilt on every start: the advertised address may have moved behind a fault proxy."""
+        return [
+            str(binaries.tansu()),
+            "broker",
+            "--cluster-id",
+            "k2",
+            "--listener-url",
+            f"tcp://{svc.listen}",
+            "--advertised-listener-url",
+            f"tcp://{svc.advertised}",
+            "--storage-engine",
+            f"s3://{STORE_BUCKET}/",
+        ]
+
+    def prepare(self, layout: Layout, stack: StackState, svc: ServiceState) -> None:
+        layout.service_dir(self.name).mkdir(parents=True, exist_ok=True)
+        svc.argv = self.argv(svc)
+
+    def check(self, stack: StackState, svc: ServiceState, timeout: float) -> str:
+        from confluent_kafka.admin import NewTopic
+
+        admin = admin_client(str(svc.advertised), timeout)
+        topics = admin.list_topics(timeout=timeout).topics
+        if HEALTH_TOPIC not in topics:
+            futures = admin.create_topics([NewTopic(HEALTH_TOPIC, num_partitions=1, replication_factor=1)])
+            for future in futures.values():
+                try:
+                    future.result(timeout)
+                except Exception as exc:
+                    if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                        raise KafkaError(f"creating topic {HEALTH_TOPIC} failed: {exc}") from exc
+            topics = admin.list_topics(timeout=timeout).topics
+            if HEALTH_TOPIC not in topics:
+                raise KafkaError(f"topic {HEALTH_TOPIC} was created but is not listed")
+        return f"{len(topics)} topic(s)"
+
+    def transient_errors(self) -> tuple[type[BaseException], ...]:
+        from confluent_kafka import KafkaException
+
+        return (OSError, KafkaException, KafkaError)

@@ -1,0 +1,113 @@
+"""SeaweedFS (`weed mini`) as an S3 store: the lakehouse `s3`, and `kafka-store`, the broker's own disk."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from k2.stack import binaries
+from k2.stack.services.base import HOST, Layout, Service, base_env
+from k2.stack.state import Address, ServiceState, StackState
+
+
+def s3_client(endpoint: str, access_key: str, secret_key: str, timeout: float = 5.0) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name="us-east-1",
+        config=Config(
+            connect_timeout=min(timeout, 2.0),
+            read_timeout=timeout,
+            retries={"max_attempts": 1, "mode": "standard"},
+            s3={"addressing_style": "path"},
+        ),
+    )
+
+
+class SeaweedS3(Service):
+    """An S3 endpoint bound to loopback with credentials enforced; buckets created after start."""
+
+    stop_signal = "SIGTERM"
+
+    def __init__(self, name: str, bucket: str, role: str) -> None:
+        self.name = name
+        self.bucket = bucket
+        self.role = role
+
+    def port_names(self) -> tuple[str, ...]:
+        return ("s3", "master", "volume", "filer", "admin")
+
+    def needs_grpc_offset(self) -> bool:
+        return True
+
+    def credentials(self, stack: StackState) -> tuple[str, str]:
+        key_name, secret_name = f"{self.name}_access_key", f"{self.name}_secret_key"
+        if key_name not in stack.credentials:
+            stack.credentials[key_name] = "k2" + secrets.token_hex(6)
+            stack.credentials[secret_name] = secrets.token_urlsafe(24)
+        return stack.credentials[key_name], stack.credentials[secret_name]
+
+    def plan(self, layout: Layout, stack: StackState, ports: dict[str, int]) -> ServiceState:
+        access, secret = self.credentials(stack)
+        home = layout.service_dir(self.name)
+        argv = [
+            str(binaries.weed()),
+            "mini",
+            f"-dir={home / 'data'}",
+            f"-ip={HOST}",
+            f"-ip.bind={HOST}",
+            "-master.telemetry=false",
+            "-admin.ui=false",
+            "-webdav=false",
+            f"-s3.port={ports['s3']}",
+            f"-master.port={ports['master']}",
+            f"-volume.port={ports['volume']}",
+            f"-filer.port={ports['filer']}",
+            f"-admin.port={ports['admin']}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+        ]
+        env = base_env(home) | {"AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret}
+        address = Address(HOST, ports["s3"])
+        return ServiceState(
+            name=self.name,
+            listen=address,
+            advertised=Address(address.host, address.port),
+            log=str(layout.log_file(self.name)),
+            argv=argv,
+            env=env,
+            cwd=str(home),
+            stop_signal=self.stop_signal,
+            extra_ports={k: v for k, v in ports.items() if k != "s3"},
+        )
+
+    def prepare(self, layout: Layout, stack: StackState, svc: ServiceState) -> None:
+        (layout.service_dir(self.name) / "data").mkdir(parents=True, exist_ok=True)
+
+    def client(self, stack: StackState, svc: ServiceState, timeout: float = 5.0) -> Any:
+        access, secret = self.credentials(stack)
+        return s3_client(f"http://{svc.advertised}", access, secret, timeout)
+
+    def check(self, stack: StackState, svc: ServiceState, timeout: float) -> str:
+        client = self.client(stack, svc, timeout)
+        names = [b["Name"] for b in client.list_buckets().get("Buckets", [])]
+        if self.bucket in names:
+            # Listing objects reaches the filer too, which answers a little after the S3 port does.
+            client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
+        return f"{len(names)} bucket(s)"
+
+    def after_healthy(self, stack: StackState, svc: ServiceState) -> None:
+        client = self.client(stack, svc)
+        existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+        if self.bucket not in existing:
+            client.create_bucket(Bucket=self.bucket)
+
+    def transient_errors(self) -> tuple[type[BaseException], ...]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        return (OSError, BotoCoreError, ClientError)

@@ -1,0 +1,175 @@
+"""The embedded stack on real services: round trips, stop/start and kill -9 keep every piece of data."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from k2.stack import Endpoints, LocalStack
+from k2.stack.services.seaweed import s3_client
+from tests.integration.stack.helpers import processes_under, run_k2
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def stack(stack_dir: Path) -> Iterator[LocalStack]:
+    with LocalStack(stack_dir) as running:
+        yield running
+    assert processes_under(stack_dir) == []
+
+
+def produce(ep: Endpoints, topic: str, count: int) -> None:
+    producer = Producer({"bootstrap.servers": ep.kafka_bootstrap, "enable.idempotence": True, "acks": "all"})
+    acked: list[bytes] = []
+    for i in range(count):
+        producer.produce(topic, value=f"{topic}-{i}".encode(), on_delivery=lambda e, m: e or acked.append(m.value()))
+    assert producer.flush(30) == 0
+    assert len(acked) == count
+
+
+def consume_and_commit(ep: Endpoints, topic: str, group: str, count: int) -> list[bytes]:
+    consumer = Consumer({"bootstrap.servers": ep.kafka_bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+                         "enable.auto.commit": False, "session.timeout.ms": 6000})  # fmt: skip
+    consumer.subscribe([topic])
+    values: list[bytes] = []
+    deadline = time.monotonic() + 60
+    try:
+        while len(values) < count and time.monotonic() < deadline:
+            values += [m.value() for m in consumer.consume(500, 0.5) if m.error() is None]
+        consumer.commit(asynchronous=False)
+    finally:
+        consumer.close()
+    return values
+
+
+def committed_offset(ep: Endpoints, topic: str, group: str) -> int:
+    consumer = Consumer({"bootstrap.servers": ep.kafka_bootstrap, "group.id": group})
+    try:
+        return consumer.committed([TopicPartition(topic, 0)], timeout=30)[0].offset
+    finally:
+        consumer.close()
+
+
+def seed_data(ep: Endpoints) -> dict[str, str]:
+    """One topic with a committed group offset, one S3 object, one table: what must survive."""
+    topic, group = f"survive-{uuid.uuid4().hex[:6]}", f"g-{uuid.uuid4().hex[:6]}"
+    admin = AdminClient({"bootstrap.servers": ep.kafka_bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
+    produce(ep, topic, 50)
+    assert len(consume_and_commit(ep, topic, group, 50)) == 50
+    s3_client(ep.s3_endpoint, ep.s3_access_key, ep.s3_secret_key).put_object(
+        Bucket=ep.s3_bucket, Key=f"{topic}.txt", Body=b"kept"
+    )
+    with psycopg.connect(ep.postgres_uri, autocommit=True) as conn:
+        conn.execute(f'CREATE TABLE "{topic}" (id int)')
+        conn.execute(f'INSERT INTO "{topic}" SELECT generate_series(1, 25)')
+    return {"topic": topic, "group": group}
+
+
+def assert_data_survived(ep: Endpoints, seeded: dict[str, str]) -> None:
+    topic, group = seeded["topic"], seeded["group"]
+    assert topic in AdminClient({"bootstrap.servers": ep.kafka_bootstrap}).list_topics(timeout=30).topics
+    assert committed_offset(ep, topic, group) == 50
+    assert len(consume_and_commit(ep, topic, f"fresh-{uuid.uuid4().hex[:6]}", 50)) == 50
+    body = (
+        s3_client(ep.s3_endpoint, ep.s3_access_key, ep.s3_secret_key)
+        .get_object(Bucket=ep.s3_bucket, Key=f"{topic}.txt")["Body"]
+        .read()
+    )
+    assert body == b"kept"
+    with psycopg.connect(ep.postgres_uri) as conn:
+        assert conn.execute(f'SELECT count(*) FROM "{topic}"').fetchone() == (25,)
+
+
+def test_round_trip_through_each_service(stack: LocalStack) -> None:
+    ep = stack.endpoints()
+    topic = f"rt-{uuid.uuid4().hex[:6]}"
+    admin = AdminClient({"bootstrap.servers": ep.kafka_bootstrap})  # kept alive until the result arrives
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
+    produce(ep, topic, 200)
+    values = consume_and_commit(ep, topic, "rt-group", 200)
+    assert sorted(values) == sorted(f"{topic}-{i}".encode() for i in range(200))
+    assert committed_offset(ep, topic, "rt-group") == 200
+
+    s3 = s3_client(ep.s3_endpoint, ep.s3_access_key, ep.s3_secret_key)
+    s3.put_object(Bucket=ep.s3_bucket, Key="a/b.bin", Body=b"\x00\x01" * 1000)
+    assert s3.get_object(Bucket=ep.s3_bucket, Key="a/b.bin")["Body"].read() == b"\x00\x01" * 1000
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=ep.s3_bucket, Prefix="a/")["Contents"]] == ["a/b.bin"]
+
+    with psycopg.connect(ep.postgres_uri, autocommit=True) as conn:
+        conn.execute("CREATE TABLE trades (id int PRIMARY KEY, px numeric(18,8))")
+        conn.execute("INSERT INTO trades VALUES (1, 101.25), (2, 99.5)")
+        assert conn.execute("SELECT sum(px) FROM trades").fetchone()[0] == pytest.approx(200.75)
+
+
+def test_s3_enforces_credentials_and_binds_loopback_only(stack: LocalStack) -> None:
+    ep = stack.endpoints()
+    wrong = s3_client(ep.s3_endpoint, ep.s3_access_key, "not-the-secret")
+    with pytest.raises(Exception, match="SignatureDoesNotMatch|InvalidAccessKeyId|AccessDenied"):
+        wrong.list_buckets()
+    state = stack.state()
+    for name in ("s3", "kafka-store"):
+        assert "-ip.bind=127.0.0.1" in state.services[name].argv
+
+
+def test_stop_and_start_each_service_keeps_data(stack: LocalStack) -> None:
+    ep = stack.endpoints()
+    seeded = seed_data(ep)
+    for name in ("kafka", "kafka-store", "s3", "postgres"):
+        old_pid = stack.state().services[name].process.pid
+        assert stack.stop_service(name) in ("stopped", "killed")
+        assert stack.state().services[name].process is None
+        assert stack.start_service(name).process.pid != old_pid
+    assert all(s.healthy for s in stack.status())
+    assert_data_survived(stack.endpoints(), seeded)
+
+
+def test_kill_9_is_reported_down_and_up_brings_it_back(stack: LocalStack) -> None:
+    seeded = seed_data(stack.endpoints())
+    for name in ("kafka", "postgres", "s3"):
+        os.kill(stack.state().services[name].process.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and sum(s.state == "down" for s in stack.status()) < 3:
+        time.sleep(0.05)
+    states = {s.name: s.state for s in stack.status()}
+    assert states == {"kafka-store": "healthy", "kafka": "down", "s3": "down", "postgres": "down"}
+
+    cli = run_k2("stack", "status", "--data-dir", str(stack.data_dir))
+    assert cli.returncode == 1
+    assert "stale state" in cli.stderr and "k2 stack up" in cli.stderr
+
+    stack.up()
+    assert all(s.healthy for s in stack.status())
+    assert_data_survived(stack.endpoints(), seeded)
+
+
+def test_cli_up_status_env_logs_down(stack_dir: Path) -> None:
+    up = run_k2("stack", "up", "--data-dir", str(stack_dir))
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "all services healthy" in up.stderr
+        status = run_k2("stack", "status", "--data-dir", str(stack_dir))
+        assert status.returncode == 0
+        assert status.stdout.count("healthy") == 4
+        env = run_k2("stack", "env", "--data-dir", str(stack_dir))
+        exports = dict(line.removeprefix("export ").split("=", 1) for line in env.stdout.splitlines())
+        assert exports["K2_KAFKA_BOOTSTRAP_SERVERS"].startswith("127.0.0.1:")
+        assert exports["K2_POSTGRES_URI"].startswith("postgresql://k2:")
+        logs = run_k2("stack", "logs", "kafka", "--data-dir", str(stack_dir))
+        assert logs.returncode == 0 and "listening on" in logs.stdout
+    finally:
+        down = run_k2("stack", "down", "--data-dir", str(stack_dir))
+    assert down.returncode == 0
+    assert processes_under(stack_dir) == []
+    status = run_k2("stack", "status", "--data-dir", str(stack_dir))
+    assert status.returncode == 1 and status.stdout.count("stopped") >= 4
