@@ -17,6 +17,7 @@ class Endpoints:
     s3_secret_key: str
     s3_bucket: str
     postgres_uri: str
+    schema_registry_url: str
     data_dir: str
 
     def as_env(self) -> dict[str, str]:
@@ -27,6 +28,7 @@ class Endpoints:
             "K2_S3_SECRET_ACCESS_KEY": self.s3_secret_key,
             "K2_S3_BUCKET": self.s3_bucket,
             "K2_POSTGRES_URI": self.postgres_uri,
+            "K2_SCHEMA_REGISTRY_URL": self.schema_registry_url,
             "K2_DATA_DIR": self.data_dir,
         }
 
@@ -40,5 +42,6 @@ def endpoints_of(stack: StackState) -> Endpoints:
         s3_secret_key=creds["s3_secret_key"],
         s3_bucket=LAKEHOUSE_BUCKET,
         postgres_uri=Postgres.uri(stack, stack.services["postgres"]),
+        schema_registry_url=f"http://{stack.services['schema-registry'].advertised}",
         data_dir=stack.data_dir,
     )

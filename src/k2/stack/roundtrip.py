@@ -102,5 +102,28 @@ def postgres_round_trip(ep: Endpoints) -> RoundTrip:
     return RoundTrip("postgres", "table created, 100 rows inserted and counted", time.monotonic() - started)
 
 
+def registry_round_trip(ep: Endpoints) -> RoundTrip:
+    """Register a schema over the Confluent REST API and read it back by id."""
+    import json
+    import urllib.request
+
+    started = time.monotonic()
+    subject = f"roundtrip-{uuid.uuid4().hex[:8]}-value"
+    schema = json.dumps({"type": "record", "name": "RoundTrip", "fields": [{"name": "id", "type": "long"}]})
+    request = urllib.request.Request(
+        f"{ep.schema_registry_url}/subjects/{subject}/versions",
+        data=json.dumps({"schema": schema}).encode(),
+        headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        schema_id = json.loads(response.read())["id"]
+    with urllib.request.urlopen(f"{ep.schema_registry_url}/schemas/ids/{schema_id}", timeout=10) as response:
+        fetched = json.loads(json.loads(response.read())["schema"])
+    if fetched["name"] != "RoundTrip":
+        raise RuntimeError(f"schema-registry: schema {schema_id} read back as {fetched}")
+    return RoundTrip("schema-registry", f"schema registered (id {schema_id}) and read back", time.monotonic() - started)
+
+
 def all_round_trips(ep: Endpoints) -> list[RoundTrip]:
-    return [kafka_round_trip(ep), s3_round_trip(ep), postgres_round_trip(ep)]
+    return [kafka_round_trip(ep), s3_round_trip(ep), postgres_round_trip(ep), registry_round_trip(ep)]

@@ -125,7 +125,7 @@ def test_s3_enforces_credentials_and_binds_loopback_only(stack: LocalStack) -> N
 def test_stop_and_start_each_service_keeps_data(stack: LocalStack) -> None:
     ep = stack.endpoints()
     seeded = seed_data(ep)
-    for name in ("kafka", "kafka-store", "s3", "postgres"):
+    for name in ("kafka", "kafka-store", "s3", "postgres", "schema-registry"):
         old_pid = stack.state().services[name].process.pid
         assert stack.stop_service(name) in ("stopped", "killed")
         assert stack.state().services[name].process is None
@@ -142,7 +142,13 @@ def test_kill_9_is_reported_down_and_up_brings_it_back(stack: LocalStack) -> Non
     while time.monotonic() < deadline and sum(s.state == "down" for s in stack.status()) < 3:
         time.sleep(0.05)
     states = {s.name: s.state for s in stack.status()}
-    assert states == {"kafka-store": "healthy", "kafka": "down", "s3": "down", "postgres": "down"}
+    assert states == {
+        "kafka-store": "healthy",
+        "kafka": "down",
+        "s3": "down",
+        "postgres": "down",
+        "schema-registry": "healthy",
+    }
 
     cli = run_k2("stack", "status", "--data-dir", str(stack.data_dir))
     assert cli.returncode == 1
@@ -160,7 +166,7 @@ def test_cli_up_status_env_logs_down(stack_dir: Path) -> None:
         assert "all services healthy" in up.stderr
         status = run_k2("stack", "status", "--data-dir", str(stack_dir))
         assert status.returncode == 0
-        assert status.stdout.count("healthy") == 4
+        assert status.stdout.count("healthy") == 5
         env = run_k2("stack", "env", "--data-dir", str(stack_dir))
         exports = dict(line.removeprefix("export ").split("=", 1) for line in env.stdout.splitlines())
         assert exports["K2_KAFKA_BOOTSTRAP_SERVERS"].startswith("127.0.0.1:")
@@ -172,4 +178,4 @@ def test_cli_up_status_env_logs_down(stack_dir: Path) -> None:
     assert down.returncode == 0
     assert processes_under(stack_dir) == []
     status = run_k2("stack", "status", "--data-dir", str(stack_dir))
-    assert status.returncode == 1 and status.stdout.count("stopped") >= 4
+    assert status.returncode == 1 and status.stdout.count("stopped") >= 5

@@ -5,6 +5,7 @@ from __future__ import annotations
 from k2.stack.services.base import Layout, Service
 from k2.stack.services.kafka import Tansu
 from k2.stack.services.postgres import Postgres
+from k2.stack.services.registry import SchemaRegistry
 from k2.stack.services.seaweed import SeaweedS3
 
 LAKEHOUSE_BUCKET = "warehouse"
@@ -16,6 +17,7 @@ def embedded_services() -> dict[str, Service]:
         Tansu(),
         SeaweedS3("s3", bucket=LAKEHOUSE_BUCKET, role="lakehouse object store (SeaweedFS S3)"),
         Postgres(),
+        SchemaRegistry(),
     ]
     return {s.name: s for s in services}
 
