@@ -10,7 +10,8 @@ from k2.stack.services.base import HOST, Layout, Service, base_env
 from k2.stack.state import Address, ServiceState, StackState
 
 
-def s3_client(endpoint: str, access_key: str, secret_key: str, timeout: float = 5.0) -> Any:
+def s3_client(endpoint: str, access_key: str, secret_key: str, timeout: float = 5.0, attempts: int = 3) -> Any:
+    """A boto3 S3 client for a loopback store; health checks pass attempts=1 to see every failure."""
     import boto3
     from botocore.config import Config
 
@@ -23,7 +24,7 @@ def s3_client(endpoint: str, access_key: str, secret_key: str, timeout: float = 
         config=Config(
             connect_timeout=min(timeout, 2.0),
             read_timeout=timeout,
-            retries={"max_attempts": 1, "mode": "standard"},
+            retries={"max_attempts": attempts, "mode": "standard"},
             s3={"addressing_style": "path"},
         ),
     )
@@ -89,12 +90,12 @@ class SeaweedS3(Service):
     def prepare(self, layout: Layout, stack: StackState, svc: ServiceState) -> None:
         (layout.service_dir(self.name) / "data").mkdir(parents=True, exist_ok=True)
 
-    def client(self, stack: StackState, svc: ServiceState, timeout: float = 5.0) -> Any:
+    def client(self, stack: StackState, svc: ServiceState, timeout: float = 5.0, attempts: int = 3) -> Any:
         access, secret = self.credentials(stack)
-        return s3_client(f"http://{svc.advertised}", access, secret, timeout)
+        return s3_client(f"http://{svc.advertised}", access, secret, timeout, attempts)
 
     def check(self, stack: StackState, svc: ServiceState, timeout: float) -> str:
-        client = self.client(stack, svc, timeout)
+        client = self.client(stack, svc, timeout, attempts=1)
         names = [b["Name"] for b in client.list_buckets().get("Buckets", [])]
         if self.bucket in names:
             # Listing objects reaches the filer too, which answers a little after the S3 port does.
