@@ -11,6 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from k2.chaos.errors import ChaosError
 from k2.stack import LocalStack, StackError
 
 console = Console(stderr=True)
@@ -110,6 +111,26 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chaos_recover(args: argparse.Namespace) -> int:
+    """Restore every fault a killed runner left applied; idempotent, safe at any time."""
+    from k2.chaos.journal import Journal
+
+    path = args.journal or _stack(args).journal_path()
+    if not path.exists():
+        console.print(f"no chaos journal at {path}: nothing to recover")
+        return 0
+    with Journal(path, recover=True, lock_timeout=args.wait) as journal:
+        pending = journal.pending()
+        if not pending:
+            console.print(f"journal {path}: no fault pending")
+            return 0
+        for entry in pending:
+            console.print(f"  restoring {entry.summary()}")
+        restored = journal.recover()
+    console.print(f"[green]restored {len(restored)} fault(s)[/]")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="k2", description="K2 chaos testing framework and its platform")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -141,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--kill", action="store_true", help="SIGKILL instead of a graceful stop")
     stop.set_defaults(func=cmd_stop)
 
+    chaos = sub.add_parser("chaos", help="fault injection").add_subparsers(dest="verb", required=True)
+    recover = with_data_dir(chaos.add_parser("recover", help="restore every fault a killed run left applied"))
+    recover.add_argument("--journal", type=Path, default=None, help="journal file (default: in the data dir)")
+    recover.add_argument("--wait", type=float, default=10.0, help="seconds to wait for a runner holding it")
+    recover.set_defaults(func=cmd_chaos_recover)
+
     smoke = with_data_dir(sub.add_parser("smoke", help="up, a round trip through each service, summary, down"))
     smoke.add_argument("--keep", action="store_true", help="leave the stack running")
     smoke.set_defaults(func=cmd_smoke)
@@ -154,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except StackError as exc:
+    except (StackError, ChaosError) as exc:
         console.print(f"[red]k2: {exc}[/]", highlight=False)
         return 2
     except KeyboardInterrupt:

@@ -11,6 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from k2.stack import datadir, ports, procs
 from k2.stack import state as statefile
@@ -18,6 +19,9 @@ from k2.stack.endpoints import Endpoints, endpoints_of
 from k2.stack.errors import ConfigError, NotRunning, ServiceFailed, StackError
 from k2.stack.services import Layout, Service, embedded_services
 from k2.stack.state import ServiceState, StackState
+
+if TYPE_CHECKING:
+    from k2.chaos.session import ChaosSession
 
 Progress = Callable[[str, str], None]
 START_TIMEOUT = 60.0
@@ -139,6 +143,24 @@ class LocalStack:
         how = self._stop(svc, kill=kill)
         self._save(stack)
         return how
+
+    def chaos_session(
+        self, *, seed: int | None = None, recover: bool = False, journal: Path | None = None
+    ) -> ChaosSession:
+        """A chaos session over this stack's services, journaled in the data dir (see k2.chaos.session)."""
+        from k2.chaos.session import ChaosSession
+        from k2.stack.targets import health_probes, process_targets
+
+        return ChaosSession(
+            process_targets(self),
+            journal or self.journal_path(),
+            probes=health_probes(self),
+            seed=seed,
+            recover=recover,
+        )
+
+    def journal_path(self) -> Path:
+        return self.data_dir / "chaos" / "journal.jsonl"
 
     def state(self, *, required: bool = True) -> StackState:
         stack = statefile.load(self.data_dir) if self.data_dir.exists() else None

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import random
 import socket
+from pathlib import Path
 
 from k2.stack.errors import PortTaken
 
 HOST = "127.0.0.1"
-# SeaweedFS derives gRPC ports as http port + 10000, so keep room above the range.
-_LOW, _HIGH = 20000, 45000
+# Below the kernel's ephemeral range, so no client socket takes a port between pick and bind;
+# SeaweedFS also listens on port + 10000, which must stay below that range too.
+_LOW = 12000
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_HIGH = max(_LOW + 1000, _ephemeral_low() - 10000)
 _taken_by_us: set[int] = set()
 
 

@@ -1,0 +1,136 @@
+"""Socket helpers: loopback-only addresses, port-keeping listeners, and a real TCP reset.
+
+Everything here is Linux-first (the only platform K2 runs on) with portable fallbacks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import socket
+import struct
+import sys
+
+from k2.chaos.errors import InvalidFault, UnsafeTarget
+
+log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+LOOPBACK = "127.0.0.1"
+_LOOPBACK_NAMES = {"127.0.0.1", "localhost"}
+_LINGER_ZERO = struct.pack("ii", 1, 0)
+
+
+def parse_address(value: str | tuple[str, int] | list[object], what: str) -> Address:
+    """Accept `"host:port"` (Toxiproxy's form) or `(host, port)`; only loopback is allowed.
+
+    K2 never binds or connects outside 127.0.0.1, so anything else is refused here, before a socket exists.
+    """
+    if isinstance(value, str):
+        host, sep, port_text = value.rpartition(":")
+        if not sep or not port_text.isdigit():
+            raise InvalidFault(f"{what} address {value!r} is not 'host:port'; write it as '127.0.0.1:8080'")
+        port = int(port_text)
+    elif isinstance(value, tuple | list) and len(value) == 2:
+        host, port = str(value[0]), value[1]  # type: ignore[assignment]
+        if not isinstance(port, int) or isinstance(port, bool):
+            raise InvalidFault(f"{what} port {port!r} is not an integer; pass (host, port) with an int port")
+    else:
+        raise InvalidFault(f"{what} address {value!r} is neither 'host:port' nor (host, port); pass one of those")
+    host = host.strip("[]") or LOOPBACK
+    if host not in _LOOPBACK_NAMES:
+        raise UnsafeTarget(
+            f"{what} address {host}:{port} is not loopback; the proxy only binds and connects to 127.0.0.1"
+        )
+    if not 0 <= port <= 65535:
+        raise InvalidFault(f"{what} port {port} is out of range; use 0..65535 (0 = pick a free port)")
+    return (LOOPBACK, port)
+
+
+def format_address(address: Address) -> str:
+    """Toxiproxy's `host:port` form."""
+    return f"{address[0]}:{address[1]}"
+
+
+def listen_socket(address: Address, backlog: int) -> socket.socket:
+    """Bind a listening socket whose port survives `pause()`/`resume()`.
+
+    Linux forgets an auto-assigned port when a listener is shut down, so for port 0 we first learn a free
+    port with a placeholder socket, then bind the real one to that explicit port while the placeholder
+    still holds it (both have SO_REUSEADDR, neither listens): the explicit bind pins the port.
+    """
+    placeholder = None
+    host, port = address
+    if port == 0:
+        placeholder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        placeholder.bind((host, 0))
+        port = placeholder.getsockname()[1]
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    finally:
+        if placeholder is not None:
+            placeholder.close()
+    return sock
+
+
+def stop_listening(sock: socket.socket) -> None:
+    """Make the port refuse connections (RST to SYN, pending ones reset) but keep it bound.
+
+    On Linux `shutdown()` on a listener returns it to the closed state and wakes a blocked `accept()`;
+    `listen()` on the same socket later resumes on the same port, so nobody can steal it meanwhile.
+    """
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def tune(sock: socket.socket) -> None:
+    """No Nagle: the proxy forwards chunks as it gets them, and must not add 40 ms delayed-ACK stalls."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _load_connect() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        return libc.connect
+    except (OSError, AttributeError):  # pragma: no cover - exotic libc
+        return None
+
+
+_connect = _load_connect()
+_UNSPEC = (ctypes.c_ubyte * 16)()  # a sockaddr whose family is AF_UNSPEC (0)
+
+
+def reset(sock: socket.socket) -> None:
+    """Send a TCP RST now and wake every thread blocked on the socket; the fd stays open.
+
+    `connect(AF_UNSPEC)` makes Linux disconnect the socket (RST for an established one) and wakes blocked
+    readers *and* writers, which `close()` with SO_LINGER 0 alone does not do while another thread is
+    inside `recv()`. Elsewhere we fall back to linger-0, which resets when the fd is finally closed.
+    """
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+    fd = sock.fileno()
+    if fd < 0:
+        return
+    if _connect is not None and _connect(fd, _UNSPEC, 16) == 0:
+        return
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RD)
+
+
+def shutdown(sock: socket.socket, how: int = socket.SHUT_RDWR) -> None:
+    """`shutdown()` that ignores sockets already gone; used to cut links with a FIN."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(how)

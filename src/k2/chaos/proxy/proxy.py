@@ -1,0 +1,408 @@
+"""`Proxy`: a TCP proxy in front of one service, with toxics, partitions and named client listeners."""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from k2.chaos.errors import InvalidFault
+from k2.chaos.proxy import _net
+from k2.chaos.proxy.classify import Classifier
+from k2.chaos.proxy.clients import DEFAULT_LABEL, Clients
+from k2.chaos.proxy.errors import AlreadyExists, NotFound
+from k2.chaos.proxy.link import Link
+from k2.chaos.proxy.listener import Listener
+from k2.chaos.proxy.partition import Partition
+from k2.chaos.proxy.toxic import Stream, Toxic, create_toxic
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_LABEL", "Proxy"]
+
+
+class Proxy:
+    """Forwards `listen` -> `upstream` on loopback in background threads; faults are added while it runs.
+
+    With no toxic on a direction of a connection, that direction is a plain `recv_into`/`sendall` loop.
+    Toxics, partitions and `disable()` act on connections that are already open, not only on new ones.
+    Toxicity is rolled once per toxic per connection from `seed`, so a run with the same seed and the
+    same connection order makes the same choices (the seed is logged when it was not given).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        listen: _net.Address | str = (_net.LOOPBACK, 0),
+        upstream: _net.Address | str = (_net.LOOPBACK, 0),
+        *,
+        seed: int | None = None,
+        enabled: bool = True,
+        buffer_size: int = 4 << 20,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        if not name or not isinstance(name, str) or "/" in name:
+            raise InvalidFault(f"proxy name {name!r} is invalid; use a non-empty string without '/'")
+        self.name = name
+        self.listen = _net.parse_address(listen, f"proxy {name!r} listen")
+        self.upstream = _net.parse_address(upstream, f"proxy {name!r} upstream")
+        if self.upstream[1] == 0:
+            raise InvalidFault(f"proxy {name!r} has no upstream port; pass upstream=('127.0.0.1', port)")
+        if buffer_size < 4096:
+            raise InvalidFault(f"buffer_size {buffer_size} of proxy {name!r} is too small; use >= 4096")
+        self.seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
+        if seed is None:
+            log.info("proxy %s: toxicity seed %d (pass seed= to replay)", name, self.seed)
+        self.buffer_size = buffer_size
+        self.connect_timeout = connect_timeout
+        self._enabled = enabled
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._clients = Clients(name, self._accept)
+        self._toxics: list[Toxic] = []
+        self._links: set[Link] = set()
+        self._partitions: list[Partition] = []
+        self._partition_seq = 0
+        self._seq = 0
+        self._started = False
+        self._refused = 0
+        self._ended_bytes = {Stream.UPSTREAM: 0, Stream.DOWNSTREAM: 0}
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> Proxy:
+        with self._lock:
+            if self._started:
+                return self
+            main = self._open_listener(DEFAULT_LABEL, self.listen)
+            self._started = True
+        log.info("proxy %s: %s:%d -> %s:%d", self.name, *main.address, *self.upstream)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close every listener and connection (FIN) and wait for their threads."""
+        with self._lock:
+            if not self._started:
+                return
+            self._started = False
+            self._clients.close_all(timeout)
+            links = list(self._links)
+        for link in links:
+            link.close(reason="proxy stopped")
+        deadline = time.monotonic() + timeout
+        for link in links:
+            link.done.wait(max(0.0, deadline - time.monotonic()))
+
+    def __enter__(self) -> Proxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def listen_address(self) -> _net.Address:
+        """Where clients connect (the real port when 0 was asked for)."""
+        with self._lock:
+            listener = self._clients.listeners.get(DEFAULT_LABEL)
+            if listener is None:
+                raise InvalidFault(f"proxy {self.name!r} is not started; call start() first")
+            return listener.address
+
+    def client_listener(self, label: str, port: int = 0) -> _net.Address:
+        """An extra listen address for the client called `label`; connections there carry that label.
+
+        Toxics and partitions can be limited to labels (`clients=[...]`), which is how one client is cut
+        off while another is not, whatever source ports their libraries pick. Idempotent per label.
+        """
+        if not label or not isinstance(label, str):
+            raise InvalidFault(f"client label {label!r} is invalid; use a non-empty string")
+        with self._lock:
+            if not self._started:
+                raise InvalidFault(f"proxy {self.name!r} is not started; call start() before client_listener()")
+            existing = self._clients.listeners.get(label)
+            if existing is not None:
+                return existing.address
+            return self._open_listener(label, (_net.LOOPBACK, port)).address
+
+    def classify_clients(self, classifier: Classifier | None) -> None:
+        """Label new connections by their first bytes, e.g. `KafkaClientId({"k2-producer": "producer"})`.
+
+        For clients that one listener cannot tell apart (Kafka clients reconnect to the advertised broker
+        address after bootstrap). A classified label is refused by resetting its new connections.
+        """
+        with self._lock:
+            self._clients.classifier = classifier
+
+    @property
+    def classifier(self) -> Classifier | None:
+        return self._clients.classifier
+
+    def labels(self) -> list[str]:
+        """Every client label: one per listener (`default` first), then those a classifier can give."""
+        with self._lock:
+            return self._clients.known()
+
+    def _open_listener(self, label: str, address: _net.Address) -> Listener:
+        """Bind a listener for `label`, refusing clients while the proxy is disabled or partitioned."""
+        if address == self.upstream:
+            raise InvalidFault(
+                f"proxy {self.name!r}: upstream {address[0]}:{address[1]} is its own listen address, which "
+                "would loop; point upstream at the service"
+            )
+        listener = self._clients.open(label, address, paused=int(not self._enabled))
+        if listener.address == self.upstream:  # port 0 landed on a dead upstream's port: pick another
+            listener.close()
+            return self._open_listener(label, address)
+        for partition in self._partitions:
+            partition._listener_added(listener)
+        return listener
+
+    # --- enable / disable -------------------------------------------------------------------------
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    def disable(self) -> None:
+        """Like Toxiproxy's disable: the ports refuse connections and open connections are closed."""
+        with self._lock:
+            if not self._enabled:
+                return
+            self._enabled = False
+            for listener in self._clients.listeners.values():
+                listener.pause()
+            links = list(self._links)
+        for link in links:
+            link.close(reason="proxy disabled")
+
+    def enable(self) -> None:
+        with self._lock:
+            if self._enabled:
+                return
+            self._enabled = True
+            for listener in self._clients.listeners.values():
+                listener.resume()
+
+    # --- toxics ---------------------------------------------------------------------------------
+
+    def add_toxic(
+        self,
+        type: str,
+        stream: str | Stream = "downstream",
+        toxicity: float = 1.0,
+        name: str | None = None,
+        clients: Sequence[str] | None = None,
+        **attributes: Any,
+    ) -> Toxic:
+        """Build, validate and apply a toxic to open and future connections; returns it."""
+        toxic = create_toxic(type, name=name, stream=stream, toxicity=toxicity, clients=clients, **attributes)
+        return self.install(toxic)
+
+    def install(self, toxic: Toxic) -> Toxic:
+        """Apply an already built toxic."""
+        with self._lock:
+            if any(t.name == toxic.name for t in self._toxics):
+                raise AlreadyExists(
+                    f"toxic {toxic.name!r} already exists on proxy {self.name!r}; remove it first or pass another name="
+                )
+            self._clients.check(toxic.clients)
+            self._toxics.append(toxic)
+            self._refresh_all()
+        log.info("proxy %s: added %r", self.name, toxic)
+        return toxic
+
+    def update_toxic(self, name: str, toxicity: float | None = None, **attributes: Any) -> Toxic:
+        """Change a toxic's toxicity or attributes; open connections switch to the new values."""
+        with self._lock:
+            index = self._index(name)
+            new = self._toxics[index].replace(toxicity=toxicity, attributes=attributes)
+            self._toxics[index] = new
+            self._refresh_all()
+        log.info("proxy %s: updated %r", self.name, new)
+        return new
+
+    def remove_toxic(self, name: str) -> None:
+        """Remove a toxic; data it holds is flushed to its destination, not dropped."""
+        with self._lock:
+            del self._toxics[self._index(name)]
+            self._refresh_all()
+        log.info("proxy %s: removed toxic %s", self.name, name)
+
+    def toxic(self, name: str) -> Toxic:
+        with self._lock:
+            return self._toxics[self._index(name)]
+
+    def toxics(self) -> list[Toxic]:
+        with self._lock:
+            return list(self._toxics)
+
+    def reset(self) -> None:
+        """Remove every toxic, lift every partition and enable the proxy (Toxiproxy's /reset)."""
+        with self._lock:
+            partitions = list(self._partitions)
+        for partition in partitions:
+            partition.restore()
+        with self._lock:
+            self._toxics.clear()
+            self._refresh_all()
+        self.enable()
+
+    def _index(self, name: str) -> int:
+        for i, toxic in enumerate(self._toxics):
+            if toxic.name == name:
+                return i
+        known = ", ".join(t.name for t in self._toxics) or "none"
+        raise NotFound(f"toxic {name!r} not found on proxy {self.name!r}; its toxics are: {known}")
+
+    # --- partitions -----------------------------------------------------------------------------
+
+    def partition(
+        self, mode: str = "refuse", direction: str = "both", clients: Sequence[str] | None = None
+    ) -> Partition:
+        """Cut clients off from the service; `.restore()` on the result undoes it (idempotent).
+
+        `refuse`: the ports of the chosen clients refuse new connections and their open ones are reset.
+        `blackhole`: connections are still accepted but nothing flows in `direction`; data is held (TCP
+        pushes back on the sender) and flows again on restore, as after a real partition heals.
+        """
+        with self._lock:
+            self._clients.check(clients)
+            self._partition_seq += 1
+            partition = Partition(self, self._partition_seq, mode, direction, clients)
+            self._partitions.append(partition)
+        try:
+            partition._apply()
+        except BaseException:
+            partition.restore()
+            raise
+        return partition
+
+    def _partition_ended(self, partition: Partition) -> None:
+        with self._lock:
+            if partition in self._partitions:
+                self._partitions.remove(partition)
+
+    def _listeners_for(self, clients: tuple[str, ...] | None) -> list[Listener]:
+        with self._lock:
+            return self._clients.matching(clients)
+
+    def _links_for(self, clients: tuple[str, ...] | None) -> list[Link]:
+        with self._lock:
+            return [link for link in self._links if clients is None or link.label in clients]
+
+    # --- connections ----------------------------------------------------------------------------
+
+    def _accept(self, conn: socket.socket, peer: tuple[str, int], listener: Listener) -> None:
+        with self._lock:
+            if not (self._started and self._enabled and listener.listening):
+                self._refused += 1  # accepted in the instant before the port was closed
+                _net.reset(conn)
+                conn.close()
+                return
+            self._seq += 1
+            link = Link(self, conn, peer, listener.label, self._seq)
+            self._links.add(link)
+            self._refresh(link)
+            self._changed.notify_all()
+        link.start()
+
+    def _relabel(self, link: Link, label: str) -> bool:
+        """A classifier named the link's label: re-apply toxics; False if a partition refuses the label."""
+        with self._lock:
+            link.label = label
+            self._refresh(link)
+            return not any(p.mode == "refuse" and p.active and p.covers(label) for p in self._partitions)
+
+    def _link_ended(self, link: Link) -> None:
+        with self._lock:
+            self._links.discard(link)
+            self._ended_bytes[Stream.UPSTREAM] += link.up.bytes
+            self._ended_bytes[Stream.DOWNSTREAM] += link.down.bytes
+            self._changed.notify_all()
+
+    def _refresh_all(self) -> None:
+        for link in self._links:
+            self._refresh(link)
+
+    def _refresh(self, link: Link) -> None:
+        for stream in Stream:
+            link.pipe(stream).rebuild(self._toxics, f"{self.seed}/{self.name}")
+
+    @property
+    def connections(self) -> int:
+        """Connections open right now."""
+        with self._lock:
+            return len(self._links)
+
+    @property
+    def connections_total(self) -> int:
+        """Connections accepted since start."""
+        return self._seq
+
+    def wait_connections(self, count: int, timeout: float = 5.0) -> bool:
+        """Wait until exactly `count` connections are open; False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: len(self._links) == count, timeout)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            up = self._ended_bytes[Stream.UPSTREAM] + sum(link.up.bytes for link in self._links)
+            down = self._ended_bytes[Stream.DOWNSTREAM] + sum(link.down.bytes for link in self._links)
+            labels: dict[str, int] = dict.fromkeys(self._clients.known(), 0)
+            for link in self._links:
+                labels[link.label] = labels.get(link.label, 0) + 1
+            return {
+                "connections": len(self._links),
+                "connections_total": self._seq,
+                "connections_refused": self._refused,
+                "bytes_upstream": up,
+                "bytes_downstream": down,
+                "connections_by_client": labels,
+            }
+
+    # --- Toxiproxy-style view and update --------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        with self._lock:
+            listener = self._clients.listeners.get(DEFAULT_LABEL)
+            listen = listener.address if listener else self.listen
+            return {
+                "name": self.name,
+                "listen": _net.format_address(listen),
+                "upstream": _net.format_address(self.upstream),
+                "enabled": self._enabled,
+                "toxics": [t.to_json() for t in self._toxics],
+            }
+
+    def update(
+        self,
+        *,
+        listen: _net.Address | str | None = None,
+        upstream: _net.Address | str | None = None,
+        enabled: bool | None = None,
+    ) -> None:
+        """Change fields like Toxiproxy: a new listen or upstream address restarts the proxy's connections."""
+        new_listen = _net.parse_address(listen, f"proxy {self.name!r} listen") if listen is not None else None
+        new_up = _net.parse_address(upstream, f"proxy {self.name!r} upstream") if upstream is not None else None
+        with self._lock:
+            current = self._clients.listeners.get(DEFAULT_LABEL)
+            move = new_listen is not None and (current is None or new_listen[1] not in (0, current.address[1]))
+            if new_up is not None and new_up != self.upstream:
+                self.upstream = new_up
+                for link in list(self._links):
+                    link.close(reason="upstream changed")
+            if move and new_listen is not None:
+                self.listen = new_listen
+                self._open_listener(DEFAULT_LABEL, new_listen)
+                if current is not None:
+                    current.close()
+                for link in [lk for lk in self._links if lk.label == DEFAULT_LABEL]:
+                    link.close(reason="listen address changed")
+        if enabled is True:
+            self.enable()
+        elif enabled is False:
+            self.disable()

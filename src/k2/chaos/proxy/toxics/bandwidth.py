@@ -1,0 +1,40 @@
+"""bandwidth: limit a direction to `rate` KB/s (1 KB = 1000 bytes, as in Toxiproxy)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from k2.chaos.proxy.toxic import Attribute, Chunk, Toxic, ToxicContext, register
+
+
+@dataclass
+class _State:
+    next_free: float = 0.0
+
+
+@register
+class Bandwidth(Toxic):
+    """Sends data in slices of 100 ms worth, each when its transmission slot ends; 0 = unlimited."""
+
+    type_name = "bandwidth"
+    ATTRIBUTES = (Attribute("rate", int, 0, minimum=0, help="kilobytes per second, 0 = unlimited"),)
+
+    def new_state(self, ctx: ToxicContext) -> _State:
+        return _State()
+
+    def pipe(self, chunk: Chunk, ctx: ToxicContext) -> Iterator[Chunk]:
+        rate = self.attributes["rate"] * 1000
+        if rate <= 0:
+            yield chunk
+            return
+        state: _State = ctx.state
+        data, step = chunk.data, max(1, rate // 10)
+        for offset in range(0, len(data), step):
+            piece = data[offset : offset + step]
+            state.next_free = max(time.monotonic(), state.next_free) + len(piece) / rate
+            if not ctx.wait_until(state.next_free):
+                yield Chunk(data[offset:], chunk.ts)  # removed: flush the rest at once
+                return
+            yield Chunk(piece, chunk.ts)

@@ -1,0 +1,60 @@
+"""The stack's services as chaos targets: each a process tree K2 started, restartable by `k2 stack start`."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import TYPE_CHECKING
+
+from k2.chaos.targets import Probe
+from k2.chaos.targets.process import ProcessSpec, ProcessTarget
+from k2.stack import state as statefile
+
+if TYPE_CHECKING:
+    from k2.stack.local import LocalStack
+
+
+def process_targets(stack: LocalStack, run_id: str = "") -> dict[str, ProcessTarget]:
+    """One target per running service; the restart command is `k2 stack start SERVICE --data-dir DIR`."""
+    state = stack.state()
+    targets = {}
+    for name, svc in state.services.items():
+        if svc.process is None:
+            continue
+        spec = ProcessSpec.from_dict(
+            {
+                "name": name,
+                "pid": svc.process.pid,
+                "starttime": svc.process.starttime,
+                "restart_argv": [sys.executable, "-m", "k2", "stack", "start", name, "--data-dir", str(stack.data_dir)],
+                "stop_signal": svc.stop_signal,
+                "state_file": str(statefile.state_path(stack.data_dir)),
+                "service": name,
+                "run_id": run_id,
+            }
+        )
+        targets[name] = ProcessTarget(spec)
+    return targets
+
+
+def health_probes(stack: LocalStack) -> dict[str, Probe]:
+    """probe(timeout) -> True when the service answered its health check in time (a frozen one never does)."""
+    state = stack.state()
+
+    def probe_for(name: str) -> Probe:
+        def probe(timeout: float) -> bool:
+            answered = threading.Event()
+
+            def check() -> None:
+                try:
+                    stack.services[name].check(state, state.services[name], timeout)
+                    answered.set()
+                except Exception:
+                    pass
+
+            threading.Thread(target=check, daemon=True, name=f"probe-{name}").start()
+            return answered.wait(timeout + 0.5)
+
+        return probe
+
+    return {name: probe_for(name) for name in state.services}
