@@ -54,11 +54,14 @@ class ChaosSession:
         journal_path: str | Path,
         *,
         probes: Mapping[str, Probe] | None = None,
+        network: Mapping[str, Target] | None = None,
         seed: int | None = None,
         recover: bool = False,
         watchdog: bool = True,
     ) -> None:
         self.targets = dict(targets)
+        # The same services as reached over the network (their fault proxies), for network faults.
+        self.network = dict(network or {})
         self.probes = dict(probes or {})
         self.journal_path = Path(journal_path)
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
@@ -115,20 +118,23 @@ class ChaosSession:
 
     # -- what faults use ---------------------------------------------------------------------
 
-    def resolve(self, target: Target | str) -> Target:
-        """The declared target for a name or handle; anything else is refused."""
+    def resolve(self, target: Target | str, *, network: bool = False) -> Target:
+        """The declared target for a name or handle (its proxy when `network`); anything else is refused."""
+        declared_targets = self.network if network else self.targets
         if isinstance(target, str):
-            if target in self.targets:
-                return self.targets[target]
+            if target in declared_targets:
+                return declared_targets[target]
         else:
-            for declared in self.targets.values():
+            if network and target.name in self.network:
+                return self.network[target.name]
+            for declared in declared_targets.values():
                 if target is declared or (
                     getattr(target, "kind", None) == declared.kind and getattr(target, "name", None) == declared.name
                 ):
                     return declared
         name = target if isinstance(target, str) else repr(target)
         raise UnsafeTarget(
-            f"{name} is not a service of the declared stack ({', '.join(self.targets) or 'none'}); K2 only "
+            f"{name} is not a service of the declared stack ({', '.join(declared_targets) or 'none'}); K2 only "
             "touches what it started, never production. Name one of those services."
         )
 

@@ -18,6 +18,7 @@ class Endpoints:
     s3_bucket: str
     postgres_uri: str
     schema_registry_url: str
+    fault_proxy_url: str
     data_dir: str
 
     def as_env(self) -> dict[str, str]:
@@ -29,6 +30,7 @@ class Endpoints:
             "K2_S3_BUCKET": self.s3_bucket,
             "K2_POSTGRES_URI": self.postgres_uri,
             "K2_SCHEMA_REGISTRY_URL": self.schema_registry_url,
+            "K2_FAULT_PROXY_URL": self.fault_proxy_url,
             "K2_DATA_DIR": self.data_dir,
         }
 
@@ -43,5 +45,6 @@ def endpoints_of(stack: StackState) -> Endpoints:
         s3_bucket=LAKEHOUSE_BUCKET,
         postgres_uri=Postgres.uri(stack, stack.services["postgres"]),
         schema_registry_url=f"http://{stack.services['schema-registry'].advertised}",
+        fault_proxy_url=f"http://{stack.services['fault-proxy'].advertised}",
         data_dir=stack.data_dir,
     )

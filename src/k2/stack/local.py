@@ -18,7 +18,8 @@ from k2.stack import state as statefile
 from k2.stack.endpoints import Endpoints, endpoints_of
 from k2.stack.errors import ConfigError, NotRunning, ServiceFailed, StackError
 from k2.stack.services import Layout, Service, embedded_services
-from k2.stack.state import ServiceState, StackState
+from k2.stack.services.fault_proxy import NAME as FAULT_PROXY
+from k2.stack.state import Address, ServiceState, StackState
 
 if TYPE_CHECKING:
     from k2.chaos.session import ChaosSession
@@ -149,12 +150,13 @@ class LocalStack:
     ) -> ChaosSession:
         """A chaos session over this stack's services, journaled in the data dir (see k2.chaos.session)."""
         from k2.chaos.session import ChaosSession
-        from k2.stack.targets import health_probes, process_targets
+        from k2.stack.targets import health_probes, process_targets, proxy_targets
 
         return ChaosSession(
             process_targets(self),
             journal or self.journal_path(),
             probes=health_probes(self),
+            network=proxy_targets(self),
             seed=seed,
             recover=recover,
         )
@@ -195,27 +197,34 @@ class LocalStack:
             statefile.save(stack)
 
     def _plan_missing(self, stack: StackState) -> None:
+        """Ports for services never started here. Each service but the proxy gets two: where it
+        listens, and where clients connect (the fault proxy's port for it; `--port` fixes that one)."""
         layout = Layout(Path(stack.data_dir))
         for name in self._order():
             if name in stack.services:
                 continue
             service = self.services[name]
             names = service.port_names()
-            if name in self.fixed_ports:
-                chosen = [
-                    self.fixed_ports[name],
-                    *ports.pick(len(names) - 1, grpc_offset=service.needs_grpc_offset()),
-                ]
+            if name == FAULT_PROXY and name in self.fixed_ports:
+                chosen = [self.fixed_ports[name]]
             else:
                 chosen = ports.pick(len(names), grpc_offset=service.needs_grpc_offset())
-            stack.services[name] = service.plan(layout, stack, dict(zip(names, chosen, strict=True)))
+            svc = service.plan(layout, stack, dict(zip(names, chosen, strict=True)))
+            if name != FAULT_PROXY:
+                svc.advertised = Address(svc.listen.host, self.fixed_ports.get(name) or ports.pick(1)[0])
+            stack.services[name] = svc
         self._save(stack)
+
+    def _depends_on(self, name: str) -> tuple[str, ...]:
+        """Every service is reached through the fault proxy, so every one waits for it."""
+        declared = self.services[name].depends_on
+        return declared if name == FAULT_PROXY else (FAULT_PROXY, *declared)
 
     def _bring_up_all(self, stack: StackState) -> None:
         with ThreadPoolExecutor(len(self.services)) as pool:
             futures: dict[str, Future[None]] = {}
             for name in self._order():
-                deps = [futures[d] for d in self.services[name].depends_on]
+                deps = [futures[d] for d in self._depends_on(name)]
                 futures[name] = pool.submit(self._bring_up_after, stack, name, deps)
             errors = []
             for future in futures.values():
@@ -241,10 +250,8 @@ class LocalStack:
         else:
             if svc.process is not None:
                 procs.clear_leftovers(svc.process)
-            for port in [svc.listen.port, *svc.extra_ports.values()]:
-                ports.require_free(name, port)
-                if service.needs_grpc_offset():
-                    ports.require_free(name, port + 10000)
+            for owner, port in service.ports_to_bind(stack, svc):
+                ports.require_free(owner, port)
             service.prepare(Layout(Path(stack.data_dir)), stack, svc)
             self.on_progress(name, "starting")
             try:
@@ -307,7 +314,7 @@ class LocalStack:
         with ThreadPoolExecutor(len(self.services)) as pool:
             futures: dict[str, Future[None]] = {}
             for name in reversed(self._order()):
-                dependents = [futures[n] for n, s in self.services.items() if name in s.depends_on]
+                dependents = [futures[n] for n in self.services if name in self._depends_on(n)]
                 futures[name] = pool.submit(stop_after, name, dependents)
             for future in futures.values():
                 future.result()

@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING
 
 from k2.chaos.targets import Probe
 from k2.chaos.targets.process import ProcessSpec, ProcessTarget
+from k2.chaos.targets.proxy import ProxyTarget
 from k2.stack import state as statefile
+from k2.stack.services.fault_proxy import NAME as FAULT_PROXY
 
 if TYPE_CHECKING:
     from k2.stack.local import LocalStack
@@ -35,6 +37,13 @@ def process_targets(stack: LocalStack, run_id: str = "") -> dict[str, ProcessTar
         )
         targets[name] = ProcessTarget(spec)
     return targets
+
+
+def proxy_targets(stack: LocalStack) -> dict[str, ProxyTarget]:
+    """Each service as reached through the fault proxy, for network faults."""
+    state = stack.state()
+    api = f"http://{state.services[FAULT_PROXY].advertised}"
+    return {name: ProxyTarget(name, api) for name in state.services if name != FAULT_PROXY}
 
 
 def health_probes(stack: LocalStack) -> dict[str, Probe]:

@@ -46,8 +46,9 @@ def test_unknown_service_lists_the_known_ones(stack_dir: Path) -> None:
     for args in (["logs", "kafak"], ["start", "zookeeper"]):
         done = run_k2("stack", *args, "--data-dir", str(stack_dir))
         assert done.returncode == 2
-        assert "the stack's services are: kafka-store, kafka, s3, postgres, schema-registry" in done.stderr.replace(
-            "\n", " "
+        assert (
+            "the stack's services are: fault-proxy, kafka-store, kafka, s3, postgres, schema-registry"
+            in done.stderr.replace("\n", " ")
         )
 
 

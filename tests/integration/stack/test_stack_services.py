@@ -122,10 +122,28 @@ def test_s3_enforces_credentials_and_binds_loopback_only(stack: LocalStack) -> N
         assert "-ip.bind=127.0.0.1" in state.services[name].argv
 
 
+def test_clients_reach_every_service_through_the_fault_proxy(stack: LocalStack) -> None:
+    """Two addresses per service: the process listens on one, clients (and Kafka's advertised
+    listener) use the other, which is the fault proxy's."""
+    import json
+    import urllib.request
+
+    state = stack.state()
+    with urllib.request.urlopen(f"{stack.endpoints().fault_proxy_url}/proxies", timeout=10) as response:
+        proxies = json.loads(response.read())
+    for name, svc in state.services.items():
+        if name == "fault-proxy":
+            continue
+        assert svc.listen != svc.advertised
+        assert proxies[name]["listen"] == str(svc.advertised)
+        assert proxies[name]["upstream"] == str(svc.listen)
+    assert f"tcp://{state.services['kafka'].advertised}" in state.services["kafka"].argv
+
+
 def test_stop_and_start_each_service_keeps_data(stack: LocalStack) -> None:
     ep = stack.endpoints()
     seeded = seed_data(ep)
-    for name in ("kafka", "kafka-store", "s3", "postgres", "schema-registry"):
+    for name in ("kafka", "kafka-store", "s3", "postgres", "schema-registry", "fault-proxy"):
         old_pid = stack.state().services[name].process.pid
         assert stack.stop_service(name) in ("stopped", "killed")
         assert stack.state().services[name].process is None
@@ -143,6 +161,7 @@ def test_kill_9_is_reported_down_and_up_brings_it_back(stack: LocalStack) -> Non
         time.sleep(0.05)
     states = {s.name: s.state for s in stack.status()}
     assert states == {
+        "fault-proxy": "healthy",
         "kafka-store": "healthy",
         "kafka": "down",
         "s3": "down",
@@ -166,7 +185,7 @@ def test_cli_up_status_env_logs_down(stack_dir: Path) -> None:
         assert "all services healthy" in up.stderr
         status = run_k2("stack", "status", "--data-dir", str(stack_dir))
         assert status.returncode == 0
-        assert status.stdout.count("healthy") == 5
+        assert status.stdout.count("healthy") == 6
         env = run_k2("stack", "env", "--data-dir", str(stack_dir))
         exports = dict(line.removeprefix("export ").split("=", 1) for line in env.stdout.splitlines())
         assert exports["K2_KAFKA_BOOTSTRAP_SERVERS"].startswith("127.0.0.1:")
@@ -178,4 +197,4 @@ def test_cli_up_status_env_logs_down(stack_dir: Path) -> None:
     assert down.returncode == 0
     assert processes_under(stack_dir) == []
     status = run_k2("stack", "status", "--data-dir", str(stack_dir))
-    assert status.returncode == 1 and status.stdout.count("stopped") >= 5
+    assert status.returncode == 1 and status.stdout.count("stopped") >= 6

@@ -6,7 +6,19 @@ with service_failure("kafka", duration_seconds=5, mode="pause"):
 
 from __future__ import annotations
 
+from typing import Any
+
 from k2.chaos.faults.base import Fault, Terminated, validate_duration
+from k2.chaos.faults.network import (
+    Bandwidth,
+    ConnectionReset,
+    DataLimit,
+    Latency,
+    NetworkPartition,
+    Slicer,
+    SlowClose,
+    Timeout,
+)
 from k2.chaos.faults.resources import ResourceLimit
 from k2.chaos.faults.service import ServiceFailure
 from k2.chaos.session import ChaosSession
@@ -30,12 +42,70 @@ def resource_limit(
     return ResourceLimit(target, cpu_quota, mem_limit, duration_seconds=duration_seconds, session=session)
 
 
+def network_partition(
+    target: Target | str,
+    duration_seconds: float | None = 10,
+    mode: str = "refuse",
+    direction: str = "both",
+    clients: list[str] | None = None,
+    *,
+    session: ChaosSession | None = None,
+) -> NetworkPartition:
+    return NetworkPartition(target, duration_seconds, mode, direction, clients, session=session)
+
+
+def inject_latency(
+    target: Target | str,
+    latency_ms: int = 200,
+    jitter_ms: int = 50,
+    *,
+    duration_seconds: float | None = None,
+    stream: str = "downstream",
+    **options: Any,
+) -> Latency:
+    return Latency(target, duration_seconds, stream=stream, latency=latency_ms, jitter=jitter_ms, **options)
+
+
+def limit_bandwidth(target: Target | str, rate_kbps: int, **options: Any) -> Bandwidth:
+    return Bandwidth(target, rate=rate_kbps, **options)
+
+
+def reset_connections(target: Target | str, timeout_ms: int = 0, **options: Any) -> ConnectionReset:
+    return ConnectionReset(target, timeout=timeout_ms, **options)
+
+
+def timeout_connections(target: Target | str, timeout_ms: int = 0, **options: Any) -> Timeout:
+    return Timeout(target, timeout=timeout_ms, **options)
+
+
+def slow_close(target: Target | str, delay_ms: int, **options: Any) -> SlowClose:
+    return SlowClose(target, delay=delay_ms, **options)
+
+
+def slice_stream(
+    target: Target | str, average_size: int, size_variation: int = 0, delay_us: int = 0, **options: Any
+) -> Slicer:
+    return Slicer(target, average_size=average_size, size_variation=size_variation, delay=delay_us, **options)
+
+
+def limit_data(target: Target | str, max_bytes: int, **options: Any) -> DataLimit:
+    return DataLimit(target, bytes=max_bytes, **options)
+
+
 __all__ = [
     "Fault",
     "ResourceLimit",
     "ServiceFailure",
     "Terminated",
+    "inject_latency",
+    "limit_bandwidth",
+    "limit_data",
+    "network_partition",
+    "reset_connections",
     "resource_limit",
     "service_failure",
+    "slice_stream",
+    "slow_close",
+    "timeout_connections",
     "validate_duration",
 ]

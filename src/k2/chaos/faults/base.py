@@ -47,6 +47,7 @@ class Fault(ABC):
 
     kind: ClassVar[str]
     registry: ClassVar[dict[str, type[Fault]]] = {}
+    network: ClassVar[bool] = False  # network faults act on the service's fault proxy
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -93,7 +94,7 @@ class Fault(ABC):
 
     def inject(self) -> Effect:
         session = self._session = self._session or current_session()
-        target = self.target = session.resolve(self.target_ref)
+        target = self.target = session.resolve(self.target_ref, network=self.network)
         journal = session.require_journal()
         self.record.params = self.params()
         started = time.time()

@@ -30,6 +30,7 @@ _FACTORIES: dict[str, Factory] = {}
 # Backends shipped with K2, imported on first use so a recovery process loads only what it needs.
 _BUILTIN: dict[str, tuple[str, str]] = {
     "process": ("k2.chaos.targets.process", "ProcessTarget"),
+    "proxy": ("k2.chaos.targets.proxy", "ProxyTarget"),
     "docker": ("k2.chaos.targets.docker", "DockerTarget"),
     "kubernetes": ("k2.chaos.targets.kubernetes", "KubernetesTarget"),
 }

@@ -36,7 +36,14 @@ _MAX_PERIOD_US = 1_000_000
 MIN_MEM_LIMIT = 1 << 20
 
 # primitive -> its inverse. The journal calls the inverse with no arguments to undo a fault.
-INVERSES: dict[str, str] = {"stop": "start", "kill": "start", "pause": "resume", "limit": "unlimit"}
+INVERSES: dict[str, str] = {
+    "stop": "start",
+    "kill": "start",
+    "pause": "resume",
+    "limit": "unlimit",
+    "isolate": "rejoin",
+    "shape": "unshape",
+}
 
 Probe = Callable[[float], bool]
 """`probe(timeout_s)` returns True if the service answered within `timeout_s` (e.g. a TCP connect)."""

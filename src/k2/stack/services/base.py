@@ -56,6 +56,13 @@ class Service(ABC):
         """SeaweedFS listens on port + 10000 as well; the allocator must keep those free too."""
         return False
 
+    def ports_to_bind(self, stack: StackState, svc: ServiceState) -> list[tuple[str, int]]:
+        """(whose, port) pairs this process will listen on, checked free before it starts."""
+        owned = [svc.listen.port, *svc.extra_ports.values()]
+        if self.needs_grpc_offset():
+            owned += [p + 10000 for p in owned]
+        return [(self.name, p) for p in owned]
+
     def prepare(self, layout: Layout, stack: StackState, svc: ServiceState) -> None:  # noqa: B027
         """Idempotent one-time setup before a start (directories, initdb)."""
 

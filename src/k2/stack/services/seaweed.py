@@ -30,6 +30,9 @@ def s3_client(endpoint: str, access_key: str, secret_key: str, timeout: float = 
     )
 
 
+HEALTH_KEY = ".k2-health"
+
+
 class SeaweedS3(Service):
     """An S3 endpoint bound to loopback with credentials enforced; buckets created after start."""
 
@@ -98,8 +101,11 @@ class SeaweedS3(Service):
         client = self.client(stack, svc, timeout, attempts=1)
         names = [b["Name"] for b in client.list_buckets().get("Buckets", [])]
         if self.bucket in names:
-            # Listing objects reaches the filer too, which answers a little after the S3 port does.
-            client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
+            # A write and a read reach the filer AND the volume server, which after a restart
+            # answers a little later than the S3 port does.
+            client.put_object(Bucket=self.bucket, Key=HEALTH_KEY, Body=b"ok")
+            if client.get_object(Bucket=self.bucket, Key=HEALTH_KEY)["Body"].read() != b"ok":
+                raise OSError(f"{self.name}: health object read back wrong")
         return f"{len(names)} bucket(s)"
 
     def after_healthy(self, stack: StackState, svc: ServiceState) -> None:

@@ -1,0 +1,50 @@
+"""The fault proxy as a daemon: `python -m k2.chaos.proxy --api 127.0.0.1:PORT --config proxies.json`.
+
+The stack runs it as its `fault-proxy` service, so every client reaches every service through it and
+network faults are plain calls to its Toxiproxy-compatible API, from the runner or from its watchdog.
+The config is JSON: {"proxies": [{"name", "listen", "upstream", "kafka_client_ids": {client.id: label}}]}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from k2.chaos.errors import ChaosError
+from k2.chaos.proxy.classify import KafkaClientId
+from k2.chaos.proxy.server import ProxyServer
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m k2.chaos.proxy", description=__doc__)
+    parser.add_argument("--api", default="127.0.0.1:8474", help="where the Toxiproxy-compatible API listens")
+    parser.add_argument("--config", type=Path, required=True, help="JSON file listing the proxies")
+    parser.add_argument("--seed", type=int, default=None, help="seed for toxicity rolls")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        specs = json.loads(args.config.read_text())["proxies"]
+        server = ProxyServer(api=args.api, seed=args.seed).start()
+        for spec in specs:
+            proxy = server.create(spec["name"], spec["upstream"], spec["listen"])
+            if spec.get("kafka_client_ids"):
+                proxy.classify_clients(KafkaClientId(spec["kafka_client_ids"]))
+    except (OSError, ValueError, KeyError, ChaosError) as exc:
+        print(f"fault proxy: cannot start from {args.config}: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    print(f"ready on {server.api_url} with {len(specs)} proxies", flush=True)
+    stop.wait()
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
