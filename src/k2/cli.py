@@ -131,6 +131,37 @@ def cmd_chaos_recover(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chaos_run(args: argparse.Namespace) -> int:
+    """The main job: the shipped chaos suites on the embedded stack, a summary and reports."""
+    from k2.chaos.runner import RunOptions, dry_run, run
+
+    options = RunOptions(
+        suite=args.suite, seed=args.seed, select=args.select, report_dir=args.report_dir,
+        data_dir=args.data_dir, keep_stack=args.keep, timeout=args.timeout,
+    )  # fmt: skip
+    if args.dry_run:
+        table = Table("scenario", "faults", "what should happen", title=f"k2 chaos run --dry-run ({args.suite})")
+        for item in dry_run(options):
+            table.add_row(item["nodeid"].split("::", 1)[-1], ", ".join(item["faults"]) or "-", item["doc"])
+        out.print(table)
+        return 0
+    return run(options)
+
+
+def cmd_chaos_halt(args: argparse.Namespace) -> int:
+    from k2.chaos.runner import halt
+
+    path = args.journal or _stack(args).journal_path()
+    if not path.exists():
+        console.print(f"no chaos journal at {path}: nothing to halt")
+        return 0
+    restored = halt(path)
+    for line in restored:
+        console.print(f"  restored {line}")
+    console.print(f"halted: {len(restored)} fault(s) restored, the run was asked to stop")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="k2", description="K2 chaos testing framework and its platform")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -167,6 +198,19 @@ def build_parser() -> argparse.ArgumentParser:
     recover.add_argument("--journal", type=Path, default=None, help="journal file (default: in the data dir)")
     recover.add_argument("--wait", type=float, default=10.0, help="seconds to wait for a runner holding it")
     recover.set_defaults(func=cmd_chaos_recover)
+
+    crun = with_data_dir(chaos.add_parser("run", help="the main job: run the chaos suites, print and write reports"))
+    crun.add_argument("--suite", choices=("kafka", "storage", "all"), default="all")
+    crun.add_argument("--seed", type=int, default=None, help="replay a run: the seed is printed in every report")
+    crun.add_argument("-k", dest="select", default=None, help="select scenarios (pytest -k expression)")
+    crun.add_argument("--dry-run", action="store_true", help="list scenarios and their faults; touch nothing")
+    crun.add_argument("--report-dir", type=Path, default=Path("chaos-reports"))
+    crun.add_argument("--timeout", type=float, default=180.0, help="seconds before a scenario counts as a HANG")
+    crun.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
+    crun.set_defaults(func=cmd_chaos_run)
+    chalt = with_data_dir(chaos.add_parser("halt", help="restore every active fault now and stop the run"))
+    chalt.add_argument("--journal", type=Path, default=None)
+    chalt.set_defaults(func=cmd_chaos_halt)
 
     smoke = with_data_dir(sub.add_parser("smoke", help="up, a round trip through each service, summary, down"))
     smoke.add_argument("--keep", action="store_true", help="leave the stack running")

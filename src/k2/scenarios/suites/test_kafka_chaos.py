@@ -1,0 +1,270 @@
+"""The seed's Kafka chaos scenarios, on the real stack: broker failures, partitions, resource pressure,
+latency, concurrent failures and consumer resilience. Each follows the seed's pattern (baseline, inject,
+behaviour under failure, recovery), says in its docstring what should happen, asserts recovery, and runs
+the data-loss checker on an independent read of the topic.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer
+
+from k2.platform.errors import PlatformError
+
+pytestmark = [pytest.mark.chaos, pytest.mark.chaos_kafka]
+
+
+def produce(producer: Any, factory: Any, n: int, symbol: str | None = None) -> list[str]:
+    return [producer.produce_trade(factory(symbol)) for _ in range(n)]
+
+
+def acked(ledger: Any) -> int:
+    return ledger.counts().get("acknowledged", 0)
+
+
+class TestKafkaBrokerFailure:
+    def test_producer_survives_brief_kafka_outage(
+        self, producer_v2: Any, trade_factory: Any, chaos_kafka_failure: Any, chaos_ledger: Any, verify_no_loss: Any
+    ) -> None:
+        """Broker frozen 3 s (pause): the producer buffers, nothing is acknowledged while frozen, everything
+        is delivered exactly once after resume."""
+        produce(producer_v2, trade_factory, 100)
+        assert producer_v2.flush(30) == 0
+        with chaos_kafka_failure(duration_seconds=3, mode="pause"):
+            produce(producer_v2, trade_factory, 300)
+            producer_v2.poll(0.5)
+            assert acked(chaos_ledger) == 100  # buffered, not lost
+        produce(producer_v2, trade_factory, 100)
+        assert producer_v2.flush(60) == 0
+        verify_no_loss()
+        assert acked(chaos_ledger) == 500
+
+    def test_producer_reconnects_after_graceful_restart(
+        self, producer_v2: Any, trade_factory: Any, chaos_kafka_failure: Any, chaos_ledger: Any, verify_no_loss: Any
+    ) -> None:
+        """Broker stopped gracefully and started again with the same data: the producer reconnects on its
+        own and delivers what it buffered."""
+        produce(producer_v2, trade_factory, 100)
+        assert producer_v2.flush(30) == 0
+        with chaos_kafka_failure(duration_seconds=2, mode="stop"):
+            produce(producer_v2, trade_factory, 200)
+        assert producer_v2.flush(60) == 0
+        verify_no_loss()
+        assert acked(chaos_ledger) == 300
+
+    def test_extended_outage_times_out_with_typed_outcomes(
+        self, make_producer: Any, trade_factory: Any, chaos_kafka_failure: Any, chaos_ledger: Any, verify_no_loss: Any
+    ) -> None:
+        """Broker down longer than the producer's delivery timeout: records in flight time out and are
+        reported failed or unknown (never silently dropped, never acknowledged); production resumes after."""
+        producer = make_producer(delivery_timeout_ms=3000)
+        produce(producer, trade_factory, 50)
+        assert producer.flush(30) == 0
+        with chaos_kafka_failure(duration_seconds=6, mode="stop"):
+            produce(producer, trade_factory, 100)
+            deadline = time.monotonic() + 5.5
+            while not timed_out(chaos_ledger) and time.monotonic() < deadline:
+                producer.poll(0.2)
+            assert timed_out(chaos_ledger) > 0, chaos_ledger.counts()
+        after = [trade_factory() for _ in range(50)]
+        for trade in after:
+            producer.produce_trade(trade)
+        assert producer.flush(60) == 0
+        counts = chaos_ledger.counts()
+        assert counts["pending"] == 0, counts  # every record sent has an outcome
+        # A producer fenced by the outage fails its next records (typed, reported): the caller resends
+        # what its ledger says failed, as the producer's error tells it to; then all must get through.
+        for _ in range(3):
+            failed = [t for t in after if chaos_ledger.get(t["trade_id"]).state.value == "failed"]
+            for trade in failed:
+                producer.produce_trade(trade)
+            assert producer.flush(60) == 0
+        states = [(chaos_ledger.get(t["trade_id"]).state.value, chaos_ledger.get(t["trade_id"]).error) for t in after]
+        assert all(s == "acknowledged" for s, _ in states), states
+        verify_no_loss()
+
+
+def timed_out(ledger: Any) -> int:
+    counts = ledger.counts()
+    return counts.get("failed", 0) + counts.get("unknown", 0)
+
+
+class TestKafkaNetworkPartition:
+    def test_full_partition_makes_broker_unreachable(
+        self, producer_v2: Any, trade_factory: Any, chaos_network_partition: Any, platform_config: Any,
+        chaos_ledger: Any, verify_no_loss: Any,
+    ) -> None:  # fmt: skip
+        """Broker unreachable from every client for 4 s: a consumer's poll returns within its timeout
+        (no hang), the producer buffers, and everything is delivered after the partition heals."""
+        produce(producer_v2, trade_factory, 100)
+        assert producer_v2.flush(30) == 0
+        consumer = Consumer({**platform_config.kafka_base(), "group.id": f"g-{uuid.uuid4().hex[:6]}",
+                             "client.id": "consumer", "session.timeout.ms": 6000})  # fmt: skip
+        try:
+            with chaos_network_partition(duration_seconds=4, mode="refuse"):
+                produce(producer_v2, trade_factory, 200)
+                consumer.subscribe([platform_config.topics.trades])
+                started = time.monotonic()
+                consumer.poll(timeout=2.0)
+                assert time.monotonic() - started < 3.0
+                assert acked(chaos_ledger) == 100
+        finally:
+            consumer.close()
+        assert producer_v2.flush(60) == 0
+        verify_no_loss()
+
+    def test_partial_partition_split_brain(
+        self, producer_v2: Any, trade_factory: Any, chaos_network_partition: Any, platform_config: Any,
+        chaos_ledger: Any, verify_no_loss: Any,
+    ) -> None:  # fmt: skip
+        """Only the producer is cut off from the broker (split brain): a consumer keeps reading what was
+        written before; the producer's new records wait and arrive after the heal, exactly once."""
+        produce(producer_v2, trade_factory, 100, "AAPL")
+        assert producer_v2.flush(30) == 0
+        with chaos_network_partition(duration_seconds=None, mode="refuse", clients=["producer"]):
+            produce(producer_v2, trade_factory, 100, "AAPL")
+            consumer = Consumer({**platform_config.kafka_base(), "group.id": f"g-{uuid.uuid4().hex[:6]}",
+                                 "client.id": "consumer", "auto.offset.reset": "earliest",
+                                 "session.timeout.ms": 6000})  # fmt: skip
+            consumer.subscribe([platform_config.topics.trades])
+            read = 0
+            deadline = time.monotonic() + 30
+            while read < 100 and time.monotonic() < deadline:
+                read += sum(1 for m in consumer.consume(200, 0.5) if m.error() is None)
+            consumer.close()
+            assert read == 100
+            assert acked(chaos_ledger) == 100
+        assert producer_v2.flush(60) == 0
+        verify_no_loss()
+        assert acked(chaos_ledger) == 200
+
+
+class TestKafkaResourceConstraints:
+    def test_cpu_pressure_throttles_without_loss(
+        self, producer_v2: Any, trade_factory: Any, chaos_kafka_resource_limit: Any, chaos_ledger: Any,
+        verify_no_loss: Any,
+    ) -> None:  # fmt: skip
+        """Broker limited to 5% of a core: it is throttled (measured by the kernel's counters) and slower,
+        but every record is acknowledged and nothing is lost."""
+        started = time.monotonic()
+        produce(producer_v2, trade_factory, 2000)
+        assert producer_v2.flush(60) == 0
+        baseline_s = time.monotonic() - started
+        with chaos_kafka_resource_limit(cpu_quota=5000, mem_limit=None) as fault:
+            started = time.monotonic()
+            produce(producer_v2, trade_factory, 2000)
+            assert producer_v2.flush(120) == 0
+            limited_s = time.monotonic() - started
+        fault.record.effect["throughput_ratio"] = round(baseline_s / max(limited_s, 1e-6), 3)
+        assert fault.record.restore_effect["cpu"]["counters"]["nr_throttled"] > 0
+        verify_no_loss()
+
+    def test_memory_pressure_oom_behaviour(
+        self, producer_v2: Any, trade_factory: Any, chaos_kafka_resource_limit: Any, k2_stack: Any,
+        chaos_ledger: Any, verify_no_loss: Any,
+    ) -> None:  # fmt: skip
+        """Broker capped at 96 MB while a burst arrives: either it fits (no OOM kill) or the kernel kills
+        it and the stack brings it back; either way acknowledged records are never lost."""
+        with chaos_kafka_resource_limit(cpu_quota=None, mem_limit="96m") as fault:
+            produce(producer_v2, trade_factory, 5000)
+            producer_v2.flush(30)
+        oom_kills = fault.record.restore_effect["memory"]["counters"].get("oom_kill", 0)
+        fault.record.effect["oom_kills"] = oom_kills
+        k2_stack.up()  # restarts the broker if the kernel killed it
+        assert producer_v2.flush(60) == 0
+        verify_no_loss()
+
+
+class TestKafkaLatency:
+    def test_high_latency_stays_within_timeouts(
+        self, producer_v2: Any, trade_factory: Any, chaos_kafka_latency: Any, chaos_ledger: Any, verify_no_loss: Any
+    ) -> None:
+        """200 ms added to every broker response: acknowledgements take at least that long, none times out."""
+        with chaos_kafka_latency(latency_ms=200, jitter_ms=0):
+            produce(producer_v2, trade_factory, 200)
+            assert producer_v2.flush(60) == 0
+        latencies = [op.latency_s for op in chaos_ledger.ops() if op.latency_s is not None]
+        assert min(latencies) >= 0.2
+        verify_no_loss()
+
+    def test_jitter_exercises_retry_backoff(
+        self, producer_v2: Any, trade_factory: Any, chaos_kafka_latency: Any, chaos_ledger: Any, verify_no_loss: Any
+    ) -> None:
+        """100 ms +/- 50 ms of jitter: acknowledgement latency spreads, retries (if any) add no duplicates."""
+        with chaos_kafka_latency(latency_ms=100, jitter_ms=50):
+            for _ in range(10):
+                produce(producer_v2, trade_factory, 20)
+                producer_v2.flush(30)
+        assert producer_v2.flush(60) == 0
+        verify_no_loss()
+        assert acked(chaos_ledger) == 200
+
+
+class TestConcurrentFailures:
+    def test_kafka_and_schema_registry_down_together(
+        self, producer_v2: Any, make_producer: Any, trade_factory: Any, chaos_kafka_failure: Any,
+        chaos_schema_registry_failure: Any, chaos_ledger: Any, verify_no_loss: Any,
+    ) -> None:  # fmt: skip
+        """Kafka frozen and the schema registry stopped at once (cascading failure): a producer that
+        already knows its schemas buffers; a new producer gets a typed error naming the registry; both
+        recover when the services return."""
+        produce(producer_v2, trade_factory, 50)
+        assert producer_v2.flush(30) == 0
+        with (
+            chaos_kafka_failure(duration_seconds=None, mode="pause"),
+            chaos_schema_registry_failure(duration_seconds=None, mode="stop"),
+        ):
+            produce(producer_v2, trade_factory, 100)
+            fresh = make_producer()
+            with pytest.raises(PlatformError, match="(?i)registry"):
+                fresh.produce_trade(trade_factory())
+        assert producer_v2.flush(60) == 0
+        fresh.produce_trade(trade_factory())
+        assert fresh.flush(60) == 0
+        verify_no_loss()
+
+
+class TestConsumerResilience:
+    def test_consumer_poll_timeouts_and_rebalance_under_faults(
+        self, producer_v2: Any, trade_factory: Any, chaos_kafka_failure: Any, platform_config: Any,
+        verify_no_loss: Any,
+    ) -> None:  # fmt: skip
+        """Two consumers in a group; the broker freezes mid-consumption: polls return within their timeout;
+        after resume one consumer leaves, the other takes over its partitions and reads everything."""
+        produce(producer_v2, trade_factory, 300)
+        assert producer_v2.flush(30) == 0
+        group = f"g-{uuid.uuid4().hex[:6]}"
+        conf = {**platform_config.kafka_base(), "group.id": group, "client.id": "consumer",
+                "auto.offset.reset": "earliest", "enable.auto.commit": False, "session.timeout.ms": 6000}  # fmt: skip
+        first, second = Consumer(conf), Consumer(conf)
+        first.subscribe([platform_config.topics.trades])
+        second.subscribe([platform_config.topics.trades])
+        seen: set[tuple[int, int]] = set()
+
+        def drain(consumer: Any, wait: float) -> None:
+            for msg in consumer.consume(500, wait):
+                if msg.error() is None:
+                    seen.add((msg.partition(), msg.offset()))
+
+        try:
+            deadline = time.monotonic() + 20
+            while not (first.assignment() and second.assignment()) and time.monotonic() < deadline:
+                drain(first, 0.2)
+                drain(second, 0.2)
+            with chaos_kafka_failure(duration_seconds=3, mode="pause"):
+                started = time.monotonic()
+                drain(first, 1.0)
+                assert time.monotonic() - started < 2.0
+            first.commit(asynchronous=False)
+            first.close()
+            deadline = time.monotonic() + 40
+            while len(seen) < 300 and time.monotonic() < deadline:
+                drain(second, 0.5)
+        finally:
+            second.close()
+        assert len(seen) == 300
+        verify_no_loss()
