@@ -1,0 +1,112 @@
+"""The pytest plugin as a user meets it: markers registered, fixtures named as in the seed, the seed's
+dry run, and a scenario's outcome class and reports — run with pytester, no services needed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+
+def test_markers_are_registered_so_strict_markers_passes(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.chaos
+        @pytest.mark.chaos_kafka
+        @pytest.mark.chaos_storage
+        @pytest.mark.slow
+        def test_marked():
+            pass
+        """
+    )
+    result = pytester.runpytest("--strict-markers", "-m", "chaos", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_collect_only_is_the_seeds_dry_run_and_touches_nothing(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.chaos
+        def test_uses_seed_fixtures(chaos_kafka_failure, chaos_minio_failure, chaos_network_partition,
+                                    chaos_kafka_resource_limit, chaos_kafka_latency,
+                                    chaos_schema_registry_failure, producer_v2, sample_trade):
+            raise AssertionError("never runs in a dry run")
+        """
+    )
+    result = pytester.runpytest("--collect-only", "-q", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["*test_uses_seed_fixtures*", "*1 test collected*"])
+
+
+def test_fault_fixtures_validate_before_touching_anything(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        from k2.chaos.errors import InvalidFault
+        from k2.chaos.faults import service_failure
+
+        def test_invalid():
+            with pytest.raises(InvalidFault, match="unknown mode"):
+                service_failure("kafka", duration_seconds=5, mode="explode")
+        """
+    )
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_a_failing_scenario_is_classified_and_reported(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.chaos
+        def test_crashes(chaos_ledger):
+            chaos_ledger.invoke("a", group="X", seq=1)
+            chaos_ledger.ack("a", partition=0, offset=0)
+            raise RuntimeError("unexpected")
+
+        @pytest.mark.chaos
+        def test_loses_data(chaos_ledger, chaos_check):
+            chaos_ledger.invoke("b", group="X", seq=1)
+            chaos_ledger.ack("b", partition=0, offset=0)
+            chaos_check([], sources=["kafka:t"])
+        """
+    )
+    # The autouse scenario fixture needs a stack for chaos-marked tests: give it stand-ins (named fakes).
+    pytester.makeconftest(
+        """
+        import pytest
+
+        class FakeSession:
+            records = []
+            def halt(self): return []
+            def require_journal(self):
+                class J:
+                    def pending(self): return []
+                return J()
+
+        class FakeStack:
+            def up(self): pass
+
+        @pytest.fixture(scope="session")
+        def chaos_session():
+            return FakeSession()
+
+        @pytest.fixture(scope="session")
+        def k2_stack():
+            return FakeStack()
+        """
+    )
+    result = pytester.runpytest("--chaos-seed", "5", "--chaos-report-dir", "reports", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=2)
+    report = json.loads((pytester.path / "reports" / "report.json").read_text())
+    outcomes = {s["name"]: s["outcome"] for s in report["scenarios"]}
+    assert outcomes == {"test_crashes": "crash", "test_loses_data": "data_loss"}
+    assert report["seed"] == 5
+    assert (pytester.path / "reports" / "junit.xml").exists()
+    assert "<svg" in (pytester.path / "reports" / "report.html").read_text()
+    result.stdout.fnmatch_lines(["*DATA*LOSS*"])
