@@ -43,6 +43,7 @@ INVERSES: dict[str, str] = {
     "limit": "unlimit",
     "isolate": "rejoin",
     "shape": "unshape",
+    "fill_disk": "free_disk",
 }
 
 Probe = Callable[[float], bool]
