@@ -210,3 +210,26 @@ def test_recover_command_is_idempotent(stack: LocalStack) -> None:
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         assert "no fault pending" in done.stderr or "nothing to recover" in done.stderr
+
+
+def test_halt_from_another_terminal_restores_at_once_and_stops_the_run(stack: LocalStack) -> None:
+    """`k2 chaos halt` restores every active fault itself, then asks the runner to stop (SIGTERM)."""
+    stack.up()
+    runner = subprocess.Popen(
+        [sys.executable, "-c", RUNNER, str(stack.data_dir), "kafka", "pause"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert runner.stdout is not None and runner.stdout.readline().strip() == "injected"
+        started = time.monotonic()
+        halted = subprocess.run(
+            [sys.executable, "-m", "k2", "chaos", "halt", "--data-dir", str(stack.data_dir)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert halted.returncode == 0, halted.stderr
+        assert "service_failure on kafka" in halted.stderr
+        assert next(s for s in stack.status() if s.name == "kafka").healthy
+        assert runner.wait(30) != 0  # stopped by the halt, not by finishing its 300 s body
+        assert time.monotonic() - started < 30
+    finally:
+        runner.kill()
+    assert [e for e in read_entries(stack.journal_path()).values() if e.pending] == []
