@@ -55,6 +55,7 @@ class ChaosSession:
         *,
         probes: Mapping[str, Probe] | None = None,
         network: Mapping[str, Target] | None = None,
+        disks: Mapping[str, Target] | None = None,
         seed: int | None = None,
         recover: bool = False,
         watchdog: bool = True,
@@ -62,6 +63,8 @@ class ChaosSession:
         self.targets = dict(targets)
         # The same services as reached over the network (their fault proxies), for network faults.
         self.network = dict(network or {})
+        # The filesystems the services keep their data on, for disk faults.
+        self.disks = dict(disks or {})
         self.probes = dict(probes or {})
         self.journal_path = Path(journal_path)
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
@@ -118,15 +121,16 @@ class ChaosSession:
 
     # -- what faults use ---------------------------------------------------------------------
 
-    def resolve(self, target: Target | str, *, network: bool = False) -> Target:
-        """The declared target for a name or handle (its proxy when `network`); anything else is refused."""
-        declared_targets = self.network if network else self.targets
+    def resolve(self, target: Target | str, *, facet: str = "process") -> Target:
+        """The declared target for a name or handle — its process, its `network` side (fault proxy) or its
+        `disk` — and anything else is refused."""
+        declared_targets = {"process": self.targets, "network": self.network, "disk": self.disks}[facet]
         if isinstance(target, str):
             if target in declared_targets:
                 return declared_targets[target]
         else:
-            if network and target.name in self.network:
-                return self.network[target.name]
+            if facet != "process" and target.name in declared_targets:
+                return declared_targets[target.name]
             for declared in declared_targets.values():
                 if target is declared or (
                     getattr(target, "kind", None) == declared.kind and getattr(target, "name", None) == declared.name

@@ -104,6 +104,9 @@ class LocalStack:
             with datadir.locked(self.data_dir):
                 ended = self._stop_all(stack)
         if purge and self.data_dir.exists():
+            if stack is not None:  # a service killed from outside may have left its mount behind
+                for name, svc in stack.services.items():
+                    self.services[name].after_stop(Layout(self.data_dir), svc)
             shutil.rmtree(self.data_dir)
         return ended
 
@@ -150,13 +153,14 @@ class LocalStack:
     ) -> ChaosSession:
         """A chaos session over this stack's services, journaled in the data dir (see k2.chaos.session)."""
         from k2.chaos.session import ChaosSession
-        from k2.stack.targets import health_probes, process_targets, proxy_targets
+        from k2.stack.targets import disk_targets, health_probes, process_targets, proxy_targets
 
         return ChaosSession(
             process_targets(self),
             journal or self.journal_path(),
             probes=health_probes(self),
             network=proxy_targets(self),
+            disks=disk_targets(self),
             seed=seed,
             recover=recover,
         )
@@ -295,6 +299,7 @@ class LocalStack:
         sig = signal.SIGKILL if kill else signal.Signals[svc.stop_signal]
         how = procs.terminate(svc.process, sig)
         svc.process = None
+        self.services[svc.name].after_stop(Layout(self.data_dir), svc)
         return how
 
     def _stop_all(self, stack: StackState, *, quiet: bool = False) -> list[tuple[str, str]]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from typing import TYPE_CHECKING
 
 from k2.chaos.targets import Probe
+from k2.chaos.targets.disk import DiskTarget
 from k2.chaos.targets.process import ProcessSpec, ProcessTarget
 from k2.chaos.targets.proxy import ProxyTarget
 from k2.stack import state as statefile
@@ -44,6 +46,14 @@ def proxy_targets(stack: LocalStack) -> dict[str, ProxyTarget]:
     state = stack.state()
     api = f"http://{state.services[FAULT_PROXY].advertised}"
     return {name: ProxyTarget(name, api) for name in state.services if name != FAULT_PROXY}
+
+
+def disk_targets(stack: LocalStack) -> dict[str, DiskTarget]:
+    """The broker's log filesystem (kafka-store's size-limited disk), reachable as `kafka` and `kafka-store`."""
+    store = stack.data_dir / "kafka-store" / "data"
+    if not os.path.ismount(store):
+        return {}
+    return {name: DiskTarget(name, str(store)) for name in ("kafka", "kafka-store")}
 
 
 def health_probes(stack: LocalStack) -> dict[str, Probe]:

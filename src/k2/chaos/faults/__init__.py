@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from k2.chaos.faults.base import Fault, Terminated, validate_duration
+from k2.chaos.faults.disk import DiskFill
 from k2.chaos.faults.network import (
     Bandwidth,
     ConnectionReset,
@@ -92,11 +93,24 @@ def limit_data(target: Target | str, max_bytes: int, **options: Any) -> DataLimi
     return DataLimit(target, bytes=max_bytes, **options)
 
 
+def disk_fill(
+    target: Target | str,
+    duration_seconds: float | None = None,
+    fullness: float | None = 1.0,
+    size: str | int | None = None,
+    *,
+    session: ChaosSession | None = None,
+) -> DiskFill:
+    return DiskFill(target, duration_seconds, fullness, size, session=session)
+
+
 __all__ = [
+    "DiskFill",
     "Fault",
     "ResourceLimit",
     "ServiceFailure",
     "Terminated",
+    "disk_fill",
     "inject_latency",
     "limit_bandwidth",
     "limit_data",

@@ -47,7 +47,7 @@ class Fault(ABC):
 
     kind: ClassVar[str]
     registry: ClassVar[dict[str, type[Fault]]] = {}
-    network: ClassVar[bool] = False  # network faults act on the service's fault proxy
+    facet: ClassVar[str] = "process"  # network faults act on the service's fault proxy, disk faults on its disk
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -94,7 +94,7 @@ class Fault(ABC):
 
     def inject(self) -> Effect:
         session = self._session = self._session or current_session()
-        target = self.target = session.resolve(self.target_ref, network=self.network)
+        target = self.target = session.resolve(self.target_ref, facet=self.facet)
         journal = session.require_journal()
         self.record.params = self.params()
         started = time.time()

@@ -19,7 +19,7 @@ DIRECTIONS = ("both", "upstream", "downstream")
 class NetworkFault(Fault):
     """A fault whose target is the service's fault proxy, not its process."""
 
-    network = True
+    facet = "network"
 
     def options(self, session: ChaosSession, target: Target) -> dict[str, Any]:
         probe = session.probe_for(target)

@@ -31,6 +31,7 @@ _FACTORIES: dict[str, Factory] = {}
 _BUILTIN: dict[str, tuple[str, str]] = {
     "process": ("k2.chaos.targets.process", "ProcessTarget"),
     "proxy": ("k2.chaos.targets.proxy", "ProxyTarget"),
+    "disk": ("k2.chaos.targets.disk", "DiskTarget"),
     "docker": ("k2.chaos.targets.docker", "DockerTarget"),
     "kubernetes": ("k2.chaos.targets.kubernetes", "KubernetesTarget"),
 }

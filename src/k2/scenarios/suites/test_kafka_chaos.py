@@ -184,6 +184,35 @@ class TestKafkaResourceConstraints:
         verify_no_loss()
 
 
+class TestKafkaDiskPressure:
+    def test_log_storage_full(
+        self, producer_v2: Any, trade_factory: Any, chaos_session: Any, chaos_ledger: Any, verify_no_loss: Any
+    ) -> None:
+        """The broker's log filesystem (its store's size-limited disk) filled to the last byte: what it cannot
+        store is never acknowledged (buffered, or failed with a typed outcome); once space is freed the
+        producer delivers again, and nothing acknowledged is missing."""
+        from k2.chaos.faults import disk_fill, service_failure
+
+        produce(producer_v2, trade_factory, 100)
+        assert producer_v2.flush(30) == 0
+        with disk_fill("kafka", fullness=1.0, session=chaos_session) as fault:
+            assert fault.record.effect["df_after"]["avail"] < 1 << 20
+            during = [trade_factory() for _ in range(300)]
+            for trade in during:
+                producer_v2.produce_trade(trade)
+            producer_v2.flush(5)
+        assert producer_v2.flush(60) == 0
+        for _ in range(3):  # resend what the ledger says failed, as the producer's error says to
+            failed = [t for t in during if chaos_ledger.get(t["trade_id"]).state.value == "failed"]
+            for trade in failed:
+                producer_v2.produce_trade(trade)
+            assert producer_v2.flush(60) == 0
+        # What was acknowledged while the disk was full must really be on it: restart the store and look.
+        with service_failure("kafka-store", duration_seconds=1, mode="stop", session=chaos_session):
+            pass
+        verify_no_loss()
+
+
 class TestKafkaLatency:
     def test_high_latency_stays_within_timeouts(
         self, producer_v2: Any, trade_factory: Any, chaos_kafka_latency: Any, chaos_ledger: Any, verify_no_loss: Any

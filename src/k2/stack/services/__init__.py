@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from k2.stack.services.base import Layout, Service
 from k2.stack.services.fault_proxy import FaultProxy
 from k2.stack.services.kafka import Tansu
@@ -10,12 +12,16 @@ from k2.stack.services.registry import SchemaRegistry
 from k2.stack.services.seaweed import SeaweedS3
 
 LAKEHOUSE_BUCKET = "warehouse"
+# The broker's store sits on a filesystem of this size (root only) so disk pressure can be injected safely.
+STORE_DISK_MB = int(os.environ.get("K2_STORE_DISK_MB", "1024"))
 
 
 def embedded_services() -> dict[str, Service]:
     services: list[Service] = [
         FaultProxy(),
-        SeaweedS3("kafka-store", bucket="tansu", role="the broker's private log store (SeaweedFS)"),
+        SeaweedS3(
+            "kafka-store", bucket="tansu", role="the broker's private log store (SeaweedFS)", disk_mb=STORE_DISK_MB
+        ),
         Tansu(),
         SeaweedS3("s3", bucket=LAKEHOUSE_BUCKET, role="lakehouse object store (SeaweedFS S3)"),
         Postgres(),

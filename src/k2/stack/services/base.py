@@ -66,6 +66,9 @@ class Service(ABC):
     def prepare(self, layout: Layout, stack: StackState, svc: ServiceState) -> None:  # noqa: B027
         """Idempotent one-time setup before a start (directories, initdb)."""
 
+    def after_stop(self, layout: Layout, svc: ServiceState) -> None:  # noqa: B027
+        """Undo what prepare set up outside the process (mounts), once the process is gone."""
+
     @abstractmethod
     def check(self, stack: StackState, svc: ServiceState, timeout: float) -> str:
         """One real operation against the service; returns a short detail or raises."""

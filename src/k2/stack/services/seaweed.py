@@ -6,6 +6,7 @@ import secrets
 from typing import Any
 
 from k2.stack import binaries
+from k2.stack.disk import mount_limited, unmount
 from k2.stack.services.base import HOST, Layout, Service, base_env
 from k2.stack.state import Address, ServiceState, StackState
 
@@ -38,10 +39,12 @@ class SeaweedS3(Service):
 
     stop_signal = "SIGTERM"
 
-    def __init__(self, name: str, bucket: str, role: str) -> None:
+    def __init__(self, name: str, bucket: str, role: str, disk_mb: int = 0) -> None:
         self.name = name
         self.bucket = bucket
         self.role = role
+        # > 0: keep the data on a filesystem of this size (root only), so a disk fault can fill it.
+        self.disk_mb = disk_mb
 
     def port_names(self) -> tuple[str, ...]:
         return ("s3", "master", "volume", "filer", "admin")
@@ -76,6 +79,9 @@ class SeaweedS3(Service):
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
         ]
+        if self.disk_mb:
+            # Volumes sized to the small disk, so the store can grow on it at all.
+            argv.append(f"-master.volumeSizeLimitMB={max(8, self.disk_mb // 16)}")
         env = base_env(home) | {"AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret}
         address = Address(HOST, ports["s3"])
         return ServiceState(
@@ -91,7 +97,14 @@ class SeaweedS3(Service):
         )
 
     def prepare(self, layout: Layout, stack: StackState, svc: ServiceState) -> None:
-        (layout.service_dir(self.name) / "data").mkdir(parents=True, exist_ok=True)
+        home = layout.service_dir(self.name)
+        (home / "data").mkdir(parents=True, exist_ok=True)
+        if self.disk_mb:
+            mount_limited(home / "disk.img", home / "data", self.disk_mb)
+
+    def after_stop(self, layout: Layout, svc: ServiceState) -> None:
+        if self.disk_mb:
+            unmount(layout.service_dir(self.name) / "data")
 
     def client(self, stack: StackState, svc: ServiceState, timeout: float = 5.0, attempts: int = 3) -> Any:
         access, secret = self.credentials(stack)
