@@ -62,17 +62,20 @@ def health_probes(stack: LocalStack) -> dict[str, Probe]:
 
     def probe_for(name: str) -> Probe:
         def probe(timeout: float) -> bool:
-            answered = threading.Event()
+            answered: list[bool] = []
 
             def check() -> None:
                 try:
                     stack.services[name].check(state, state.services[name], timeout)
-                    answered.set()
+                    answered.append(True)
                 except Exception:
-                    pass
+                    answered.append(False)
 
-            threading.Thread(target=check, daemon=True, name=f"probe-{name}").start()
-            return answered.wait(timeout + 0.5)
+            # A refused connection fails at once; only a silent (frozen, black-holed) service costs the timeout.
+            worker = threading.Thread(target=check, daemon=True, name=f"probe-{name}")
+            worker.start()
+            worker.join(timeout + 0.5)
+            return bool(answered and answered[0])
 
         return probe
 
