@@ -37,15 +37,16 @@ class RunOptions:
 def pytest_args(options: RunOptions) -> list[str]:
     if options.suite not in SUITES:
         raise ValueError(f"unknown suite {options.suite!r}; use one of {', '.join(SUITES)}")
+    # Option values joined with "=": pytest would take a separate existing path as a hint for its rootdir.
     args = ["--pyargs", SUITE_PACKAGE, "-m", SUITES[options.suite], "-p", "no:cacheprovider", "-rN",
-            "--chaos-report-dir", str(options.report_dir), "--chaos-timeout", str(options.timeout)]  # fmt: skip
+            f"--chaos-report-dir={options.report_dir}", f"--chaos-timeout={options.timeout}"]  # fmt: skip
     args += ["-v"] if options.verbose else ["-q"]
     if options.seed is not None:
         args += ["--chaos-seed", str(options.seed)]
     if options.select:
         args += ["-k", options.select]
     if options.data_dir is not None:
-        args += ["--chaos-data-dir", str(options.data_dir)]
+        args.append(f"--chaos-data-dir={options.data_dir}")
     if options.keep_stack:
         args.append("--chaos-keep-stack")
     return args
