@@ -5,16 +5,15 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from tests.integration.kafka_clients import AckCounter, new_topic, read_all
 
 from k2.stack import LocalStack
+
+__all__ = ["AckCounter", "new_topic", "read_all"]
 
 
 @pytest.fixture(scope="module")
@@ -34,60 +33,3 @@ def session(stack: LocalStack) -> Iterator[object]:
     with stack.chaos_session(seed=7) as opened:
         yield opened
     assert opened.active == []
-
-
-class AckCounter:
-    """An idempotent acks=all producer that records every delivery report."""
-
-    def __init__(self, bootstrap: str, topic: str, **conf: object) -> None:
-        self.topic = topic
-        self.acked: list[bytes] = []
-        self.failed: list[str] = []
-        self.producer = Producer(
-            {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
-             "message.timeout.ms": 120000, **conf}
-        )  # fmt: skip
-
-    def _report(self, err: object, msg: object) -> None:
-        if err is None:
-            self.acked.append(msg.value())  # type: ignore[attr-defined]
-        else:
-            self.failed.append(str(err))
-
-    def send(self, values: list[bytes]) -> None:
-        for value in values:
-            self.producer.produce(self.topic, value=value, on_delivery=self._report)
-        self.producer.poll(0)
-
-
-def new_topic(bootstrap: str, partitions: int = 1) -> str:
-    topic = f"chaos-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(30)
-    return topic
-
-
-def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 60) -> list[bytes]:
-    """Every value on the topic, read by a fresh group until `expected` arrived or the deadline passed."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"read-{uuid.uuid4().hex[:6]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "session.timeout.ms": 6000,
-        }
-    )
-    consumer.subscribe([topic])
-    values: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(values) < expected and time.monotonic() < deadline:
-            values += [m.value() for m in consumer.consume(1000, 0.5) if m.error() is None]
-        # Anything more (a duplicate) arrives right behind: read a little longer.
-        end = time.monotonic() + 1.0
-        while time.monotonic() < end:
-            values += [m.value() for m in consumer.consume(1000, 0.2) if m.error() is None]
-    finally:
-        consumer.close()
-    return values

@@ -11,7 +11,6 @@ import shutil
 import socket
 import struct
 import tempfile
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -226,61 +225,3 @@ def kafka_probe(host: str, port: int) -> Callable[[float], bool]:
         return len(head) == 8 and struct.unpack(">ii", head)[1] == 7
 
     return probe
-
-
-class AckedProducer:
-    """An idempotent acks=all producer recording every delivery report."""
-
-    def __init__(self, bootstrap: str, topic: str, **conf: Any) -> None:
-        from confluent_kafka import Producer
-
-        self.topic = topic
-        self.acked: list[bytes] = []
-        self.failed: list[str] = []
-        self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-                                  "linger.ms": 5, "message.timeout.ms": 120000, **conf})  # fmt: skip
-
-    def _report(self, err: Any, msg: Any) -> None:
-        if err is None:
-            self.acked.append(msg.value())
-        else:
-            self.failed.append(str(err))
-
-    def send(self, values: list[bytes]) -> None:
-        for value in values:
-            self.producer.produce(self.topic, value=value, on_delivery=self._report)
-        self.producer.poll(0)
-
-    def flush(self, timeout: float = 60) -> int:
-        return int(self.producer.flush(timeout))
-
-
-def new_topic(bootstrap: str) -> str:
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    topic = f"chaos-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
-    return topic
-
-
-def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 60) -> list[bytes]:
-    """Every value on the topic, read by a fresh group until `expected` arrived (plus a short tail,
-    where a duplicate would show up) or the deadline passed."""
-    from confluent_kafka import Consumer
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4().hex[:6]}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                         "session.timeout.ms": 6000})  # fmt: skip
-    consumer.subscribe([topic])
-    values: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(values) < expected and time.monotonic() < deadline:
-            values += [m.value() for m in consumer.consume(1000, 0.5) if m.error() is None]
-        end = time.monotonic() + 1.0
-        while time.monotonic() < end:
-            values += [m.value() for m in consumer.consume(1000, 0.2) if m.error() is None]
-    finally:
-        consumer.close()
-    return values

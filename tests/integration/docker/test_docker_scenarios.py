@@ -11,7 +11,9 @@ from k2.chaos.faults import network_partition, service_failure
 from k2.chaos.journal import read_entries
 from k2.chaos.session import ChaosSession
 from k2.chaos.targets.docker import DockerTarget
-from tests.integration.docker.helpers import AckedProducer, Lab, kafka_probe, new_topic, read_all, require_docker
+from tests.integration.docker.helpers import Lab, kafka_probe, require_docker
+from tests.integration.kafka_clients import AckCounter as AckedProducer
+from tests.integration.kafka_clients import new_topic, read_all
 
 require_docker()
 

@@ -144,6 +144,14 @@ def wait_until(condition: Callable[[], bool], timeout: float, *, first: float = 
         interval = min(interval * 2, cap)
 
 
+def probe_rtt_ms(probe: Probe | None, timeout: float = 10.0) -> float | None:
+    """The probe's round trip in ms, or None when it got no answer (or there is no probe)."""
+    if probe is None:
+        return None
+    started = time.perf_counter()
+    return round((time.perf_counter() - started) * 1000, 1) if probe(timeout) else None
+
+
 @runtime_checkable
 class Target(Protocol):
     """One service's handle. Inject primitives raise `InjectionFailed` when the effect did not take

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from k2.chaos.cgroups import CPU, MEMORY, Cgroup, cgroup_of, read_counters
 from k2.chaos.errors import ChaosError, InjectionFailed, InvalidFault, RestoreFailed, Unsupported
-from k2.chaos.targets.base import CPU_PERIOD_US, Effect, Limits, Probe, wait_until
+from k2.chaos.targets.base import CPU_PERIOD_US, Effect, Limits, Probe, probe_rtt_ms, wait_until
 from k2.chaos.targets.docker_engine import api_error, cgroup_values, host_pid, reach
 from k2.chaos.targets.docker_extras import (
     FILL_PREFIX,
@@ -274,7 +274,7 @@ class FaultsMixin:
             raise Unsupported(obstacle)
         interfaces = [f"eth{i}" for i in range(len(attrs["NetworkSettings"].get("Networks") or {}))]
         commands = [shape_commands(toxic, attributes or {}, i) for i in interfaces]
-        baseline_ms = _timed(probe)
+        baseline_ms = probe_rtt_ms(probe)
         self.applied["shaped"] = interfaces
         for command in commands:
             code, out = self._exec(command)
@@ -283,7 +283,7 @@ class FaultsMixin:
                 raise self._tc_error(out, code)
         shown = self._exec(["tc", "qdisc", "show", "dev", interfaces[0]])[1] if interfaces else ""
         measured = {"toxic": toxic, "attributes": dict(attributes or {}), "commands": commands, "qdisc": shown,
-                    "probe_rtt_ms_before": baseline_ms, "probe_rtt_ms_with": _timed(probe)}  # fmt: skip
+                    "probe_rtt_ms_before": baseline_ms, "probe_rtt_ms_with": probe_rtt_ms(probe)}  # fmt: skip
         return self._effect("shape", t0, wall, measured)
 
     def unshape(self) -> Effect:
@@ -359,13 +359,6 @@ class FaultsMixin:
                 free[str(directory)] = df(directory)
         self.applied["filled"] = []
         return self._effect("free_disk", t0, wall, {"removed": removed, "df_after": free}, bool(removed))
-
-
-def _timed(probe: Probe | None, timeout: float = 10.0) -> float | None:
-    if probe is None:
-        return None
-    started = time.perf_counter()
-    return round((time.perf_counter() - started) * 1000, 1) if probe(timeout) else None
 
 
 def _hold_counters(pid: int | None) -> dict[str, int]:

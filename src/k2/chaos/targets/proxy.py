@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from k2.chaos.errors import InjectionFailed, InvalidFault, RestoreFailed
-from k2.chaos.targets.base import Effect, Probe
+from k2.chaos.targets.base import Effect, Probe, probe_rtt_ms
 
 PREFIX = "k2_"
 
@@ -172,7 +172,7 @@ class ProxyTarget:
     ) -> Effect:
         """Add one toxic (latency, bandwidth, slicer, ...); measures the probe's round trip with it."""
         t0, wall = time.monotonic(), time.time()
-        baseline = _timed(probe) if probe is not None else None
+        baseline = probe_rtt_ms(probe)
         spec: dict[str, Any] = {"name": f"{PREFIX}{toxic}_{stream}", "type": toxic, "stream": stream,
                                 "toxicity": toxicity, "attributes": dict(attributes or {})}  # fmt: skip
         if clients is not None:
@@ -184,17 +184,10 @@ class ProxyTarget:
         measured: dict[str, Any] = {"toxic": toxic, "stream": stream, "attributes": dict(attributes or {})}
         if probe is not None:
             measured["probe_rtt_ms_before"] = baseline
-            measured["probe_rtt_ms_with"] = _timed(probe)
+            measured["probe_rtt_ms_with"] = probe_rtt_ms(probe)
         return Effect("shape", self.name, wall, time.monotonic() - t0, measured)
 
     def unshape(self) -> Effect:
         """Remove every toxic this target added. Idempotent."""
         effect = self.rejoin()
         return Effect("unshape", self.name, effect.started_at, effect.duration_s, effect.measured, effect.changed)
-
-
-def _timed(probe: Probe, timeout: float = 10.0) -> float | None:
-    started = time.perf_counter()
-    if not probe(timeout):
-        return None
-    return round((time.perf_counter() - started) * 1000, 1)
