@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from k2.chaos.targets.process import proc_stat
+
 
 @dataclass(frozen=True)
 class ProcessId:
@@ -25,16 +27,9 @@ class ProcessId:
 
 
 def starttime_of(pid: int) -> int | None:
-    """Field 22 of /proc/<pid>/stat (clock ticks since boot), or None when the pid is gone or a zombie."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    # The command name is in parentheses and may contain spaces: split after the last ')'.
-    fields = raw[raw.rfind(")") + 2 :].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
+    """The kernel's start time of `pid` (clock ticks since boot), or None when it is gone or a zombie."""
+    st = proc_stat(pid)
+    return None if st is None or st.state in ("Z", "X") else st.starttime
 
 
 def is_alive(proc: ProcessId | None) -> bool:
@@ -66,18 +61,11 @@ def session_members(proc: ProcessId) -> list[ProcessId]:
     started no earlier than it: its children, even after it was itself killed."""
     members = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        st = proc_stat(int(entry.name)) if entry.name.isdigit() else None
+        if st is None or st.state in ("Z", "X"):
             continue
-        try:
-            raw = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = raw[raw.rfind(")") + 2 :].split()
-        if fields[0] in ("Z", "X"):
-            continue
-        session, started = int(fields[3]), int(fields[19])
-        if session == proc.pid and started >= proc.starttime:
-            members.append(ProcessId(int(entry.name), started))
+        if st.session == proc.pid and st.starttime >= proc.starttime:
+            members.append(ProcessId(st.pid, st.starttime))
     return members
 
 
