@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from k2.chaos.errors import ChaosError
-from k2.stack import LocalStack, StackError
+from k2.stack import BACKENDS, LocalStack, StackError, open_stack
 
 console = Console(stderr=True)
 out = Console()
@@ -25,8 +25,10 @@ def _stack(args: argparse.Namespace) -> LocalStack:
         if not value.isdigit():
             raise SystemExit(f"k2: --port takes SERVICE=PORT (e.g. kafka=9092), got {item!r}")
         fixed[name] = int(value)
-    return LocalStack(
+    return open_stack(
         args.data_dir,
+        backend=getattr(args, "backend", None),
+        project=getattr(args, "project", None),
         fixed_ports=fixed,
         on_progress=lambda service, message: console.print(f"  [bold]{service:<12}[/] {message}"),
     )
@@ -34,7 +36,8 @@ def _stack(args: argparse.Namespace) -> LocalStack:
 
 def cmd_up(args: argparse.Namespace) -> int:
     stack = _stack(args)
-    console.print(f"k2 stack up: data dir {stack.data_dir}")
+    where = f", docker project {stack.project}" if getattr(stack, "project", None) else ""
+    console.print(f"k2 stack up: {stack.backend} backend, data dir {stack.data_dir}{where}")
     stack.up()
     console.print("[green]all services healthy[/]; `k2 stack env` prints the connection settings")
     return 0
@@ -137,7 +140,8 @@ def cmd_chaos_run(args: argparse.Namespace) -> int:
 
     options = RunOptions(
         suite=args.suite, seed=args.seed, select=args.select, report_dir=args.report_dir,
-        data_dir=args.data_dir, keep_stack=args.keep, timeout=args.timeout,
+        data_dir=args.data_dir, keep_stack=args.keep, timeout=args.timeout, backend=args.backend or "local",
+        project=args.project,
     )  # fmt: skip
     if args.dry_run:
         table = Table("scenario", "faults", "what should happen", title=f"k2 chaos run --dry-run ({args.suite})")
@@ -172,9 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "per-user state dir)")  # fmt: skip
         return p
 
-    stack = sub.add_parser("stack", help="the embedded services").add_subparsers(dest="verb", required=True)
+    def with_backend(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--backend", choices=BACKENDS, default=None, help="where the services run: local processes "
+                       "(the default) or docker containers (images from scripts/docker-setup.sh)")  # fmt: skip
+        p.add_argument("--project", default=None, help="docker backend: the Compose project name (default: one "
+                       "per data dir)")  # fmt: skip
+        return p
+
+    stack = sub.add_parser("stack", help="the services the platform runs on").add_subparsers(dest="verb", required=True)
     up = with_data_dir(stack.add_parser("up", help="start every service; returns when all are healthy"))
     up.add_argument("--port", action="append", metavar="SERVICE=PORT", help="listen on a fixed port")
+    with_backend(up)
     up.set_defaults(func=cmd_up)
     down = with_data_dir(stack.add_parser("down", help="stop every service (data kept)"))
     down.add_argument("--purge", action="store_true", help="also delete the data dir")
@@ -207,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     crun.add_argument("--report-dir", type=Path, default=Path("chaos-reports"))
     crun.add_argument("--timeout", type=float, default=180.0, help="seconds before a scenario counts as a HANG")
     crun.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
+    with_backend(crun)
     crun.set_defaults(func=cmd_chaos_run)
     chalt = with_data_dir(chaos.add_parser("halt", help="restore every active fault now and stop the run"))
     chalt.add_argument("--journal", type=Path, default=None)
@@ -214,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     smoke = with_data_dir(sub.add_parser("smoke", help="up, a round trip through each service, summary, down"))
     smoke.add_argument("--keep", action="store_true", help="leave the stack running")
+    with_backend(smoke)
     smoke.set_defaults(func=cmd_smoke)
     return parser
 

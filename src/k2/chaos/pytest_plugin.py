@@ -56,6 +56,7 @@ class ChaosRun:
     keep_stack: bool
     data_dir: Path | None
     backend: str
+    project: str | None = None
     graceful_types: tuple[type, ...] = ()
     results: list[Any] = field(default_factory=list)
     scenarios: dict[str, ScenarioState] = field(default_factory=dict)
@@ -69,7 +70,13 @@ RUN = pytest.StashKey[ChaosRun]()
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("k2-chaos", "K2 chaos testing")
     group.addoption("--chaos-seed", type=int, default=None, help="seed for every random choice (printed in reports)")
-    group.addoption("--chaos-backend", default="local", choices=("local", "docker"), help="where the stack runs")
+    group.addoption(
+        "--chaos-backend",
+        default="local",
+        choices=("local", "docker"),
+        help="where the stack runs: local processes, or docker containers (scripts/docker-setup.sh)",
+    )
+    group.addoption("--chaos-project", default=None, help="docker backend: Compose project (default: one per data dir)")
     group.addoption("--chaos-report-dir", type=Path, default=Path("chaos-reports"), help="where reports are written")
     group.addoption("--chaos-timeout", type=float, default=180.0, help="seconds before a scenario counts as a HANG")
     group.addoption("--chaos-keep-stack", action="store_true", help="leave the stack running after the run")
@@ -87,6 +94,7 @@ def pytest_configure(config: pytest.Config) -> None:
         keep_stack=config.getoption("--chaos-keep-stack", False),
         data_dir=config.getoption("--chaos-data-dir", None),
         backend=config.getoption("--chaos-backend", "local"),
+        project=config.getoption("--chaos-project", None),
     )
 
 
@@ -117,22 +125,17 @@ def _scenario(item: pytest.Item) -> ScenarioState | None:
 
 @pytest.fixture(scope="session")
 def k2_stack(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """The embedded stack for the whole run (one start, many scenarios)."""
-    from k2.stack import LocalStack, binaries
+    """The stack for the whole run (one start, many scenarios), on the backend --chaos-backend names."""
+    from k2.stack import binaries, open_stack
 
     run = _run(request)
-    if run.backend != "local":
-        raise pytest.UsageError(
-            f"--chaos-backend={run.backend}: only the embedded 'local' stack can be started by the plugin yet; "
-            "run with --chaos-backend=local"
-        )
     root = None
     data_dir = run.data_dir
     if data_dir is None:
         root = Path(tempfile.mkdtemp(prefix="k2-chaos-"))
         root.chmod(0o755)  # the postgres service user must reach its data dir
         data_dir = root / "stack"
-    stack = LocalStack(data_dir)
+    stack = open_stack(data_dir, backend=run.backend, project=run.project)
     stack.up()
     run.versions = binaries.versions()
     try:

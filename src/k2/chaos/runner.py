@@ -32,6 +32,8 @@ class RunOptions:
     keep_stack: bool = False
     timeout: float = 180.0
     verbose: bool = True
+    backend: str = "local"
+    project: str | None = None
 
 
 def pytest_args(options: RunOptions) -> list[str]:
@@ -41,6 +43,9 @@ def pytest_args(options: RunOptions) -> list[str]:
     args = ["--pyargs", SUITE_PACKAGE, "-m", SUITES[options.suite], "-p", "no:cacheprovider", "-rN",
             f"--chaos-report-dir={options.report_dir}", f"--chaos-timeout={options.timeout}"]  # fmt: skip
     args += ["-v"] if options.verbose else ["-q"]
+    args.append(f"--chaos-backend={options.backend}")
+    if options.project:
+        args.append(f"--chaos-project={options.project}")
     if options.seed is not None:
         args += ["--chaos-seed", str(options.seed)]
     if options.select:

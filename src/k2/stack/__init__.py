@@ -4,6 +4,7 @@ with LocalStack("/tmp/k2-stack") as stack:
     bootstrap = stack.endpoints().kafka_bootstrap
 """
 
+from k2.stack.backends import BACKENDS, open_stack
 from k2.stack.endpoints import Endpoints
 from k2.stack.errors import (
     ConfigError,
@@ -17,6 +18,7 @@ from k2.stack.errors import (
 from k2.stack.local import LocalStack, ServiceStatus
 
 __all__ = [
+    "BACKENDS",
     "ConfigError",
     "Endpoints",
     "LocalStack",
@@ -27,4 +29,5 @@ __all__ = [
     "ServiceStatus",
     "StackError",
     "StaleState",
+    "open_stack",
 ]

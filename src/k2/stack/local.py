@@ -127,9 +127,7 @@ class LocalStack:
         svc = self.state().services.get(name)
         if svc is None:
             raise NotRunning(f"{service} was never started in {self.data_dir}: run `k2 stack up` first.")
-        if lines is None:
-            return Path(svc.log).read_text(errors="replace") if Path(svc.log).exists() else ""
-        return tail(svc.log, lines)
+        return self._log_of(svc, lines)
 
     def start_service(self, service: str) -> ServiceState:
         """Start one stopped service with its recorded command and data; returns when healthy."""
@@ -203,6 +201,7 @@ class LocalStack:
     def _plan_missing(self, stack: StackState) -> None:
         """Ports for services never started here. Each service but the proxy gets two: where it
         listens, and where clients connect (the fault proxy's port for it; `--port` fixes that one)."""
+        stack.backend = self.backend
         layout = Layout(Path(stack.data_dir))
         for name in self._order():
             if name in stack.services:
@@ -249,19 +248,15 @@ class LocalStack:
     def _bring_up(self, stack: StackState, name: str) -> None:
         service, svc = self.services[name], stack.services[name]
         started = time.monotonic()
-        if procs.is_alive(svc.process):
+        if self._alive(svc):
             self.on_progress(name, "running, checking health")
         else:
-            if svc.process is not None:
-                procs.clear_leftovers(svc.process)
+            self._release(svc)
             for owner, port in service.ports_to_bind(stack, svc):
                 ports.require_free(owner, port)
             service.prepare(Layout(Path(stack.data_dir)), stack, svc)
             self.on_progress(name, "starting")
-            try:
-                svc.process = procs.launch(svc.argv, env=svc.env, cwd=Path(svc.cwd), log=Path(svc.log), user=svc.user)
-            except OSError as exc:
-                raise ServiceFailed(name, f"could not be started: {exc}", tail(svc.log)) from exc
+            self._launch(stack, svc)
             self._save(stack)
         detail = self._wait_healthy(stack, service, svc, started)
         service.after_healthy(stack, svc)
@@ -272,12 +267,12 @@ class LocalStack:
         last_error: BaseException | None = None
         transient = service.transient_errors()
         while True:
-            if not procs.is_alive(svc.process):
+            if not self._alive(svc):
                 raise ServiceFailed(
                     svc.name,
                     "exited during start",
-                    tail(svc.log),
-                    f"Full log: {svc.log} (or `k2 stack logs {svc.name}`).",
+                    self._log_of(svc, LOG_TAIL_LINES),
+                    f"Full log: `k2 stack logs {svc.name}`.",
                 )
             remaining = deadline - time.monotonic()
             try:
@@ -288,19 +283,53 @@ class LocalStack:
                 raise ServiceFailed(
                     svc.name,
                     f"not healthy {self.start_timeout:.0f}s after start (last check: {last_error})",
-                    tail(svc.log),
-                    f"Full log: {svc.log}. A slow machine may need a longer start timeout.",
+                    self._log_of(svc, LOG_TAIL_LINES),
+                    f"Full log: `k2 stack logs {svc.name}`. A slow machine may need a longer start timeout.",
                 )
             time.sleep(0.1)
 
     def _stop(self, svc: ServiceState, *, kill: bool = False) -> str:
-        if svc.process is None:
+        if not self._started(svc):
             return "not running"
-        sig = signal.SIGKILL if kill else signal.Signals[svc.stop_signal]
-        how = procs.terminate(svc.process, sig)
-        svc.process = None
+        how = self._terminate(svc, kill=kill)
         self.services[svc.name].after_stop(Layout(self.data_dir), svc)
         return how
+
+    # ---- how a service runs: a host process here; DockerStack runs some as containers --------------
+
+    def _started(self, svc: ServiceState) -> bool:
+        """Started and not stopped by `down` or `stop SERVICE` (it may have died since)."""
+        return svc.process is not None
+
+    def _alive(self, svc: ServiceState) -> bool:
+        return procs.is_alive(svc.process)
+
+    def _release(self, svc: ServiceState) -> None:
+        """Before a new start: whatever a dead run of it left behind."""
+        if svc.process is not None:
+            procs.clear_leftovers(svc.process)
+
+    def _launch(self, stack: StackState, svc: ServiceState) -> None:
+        try:
+            svc.process = procs.launch(svc.argv, env=svc.env, cwd=Path(svc.cwd), log=Path(svc.log), user=svc.user)
+        except OSError as exc:
+            raise ServiceFailed(svc.name, f"could not be started: {exc}", tail(svc.log)) from exc
+
+    def _terminate(self, svc: ServiceState, *, kill: bool) -> str:
+        assert svc.process is not None
+        how = procs.terminate(svc.process, signal.SIGKILL if kill else signal.Signals[svc.stop_signal])
+        svc.process = None
+        return how
+
+    def _log_of(self, svc: ServiceState, lines: int | None) -> str:
+        if lines is None:
+            return Path(svc.log).read_text(errors="replace") if Path(svc.log).exists() else ""
+        return tail(svc.log, lines)
+
+    def _runtime_of(self, svc: ServiceState) -> tuple[int | None, str]:
+        """(pid, what to call it) for `status`."""
+        pid = svc.process.pid if svc.process else None
+        return pid, f"process {pid}"
 
     def _stop_all(self, stack: StackState, *, quiet: bool = False) -> list[tuple[str, str]]:
         """Stop in parallel, each service only after the services that depend on it."""
@@ -310,7 +339,7 @@ class LocalStack:
             for dependent in dependents:
                 dependent.exception()
             svc = stack.services.get(name)
-            if svc is None or svc.process is None:
+            if svc is None or not self._started(svc):
                 return
             if not quiet:
                 self.on_progress(name, "stopping")
@@ -327,11 +356,11 @@ class LocalStack:
         return ended
 
     def _status_of(self, stack: StackState, name: str, svc: ServiceState, timeout: float) -> ServiceStatus:
-        pid = svc.process.pid if svc.process else None
-        if svc.process is None:
-            return ServiceStatus(name, "stopped", None, str(svc.advertised), "stopped by `k2 stack down`")
-        if not procs.is_alive(svc.process):
-            return ServiceStatus(name, "down", pid, str(svc.advertised), f"process {pid} is not running")
+        pid, runtime = self._runtime_of(svc)
+        if not self._started(svc):
+            return ServiceStatus(name, "stopped", None, str(svc.advertised), "stopped by `k2 stack down` or `stop`")
+        if not self._alive(svc):
+            return ServiceStatus(name, "down", pid, str(svc.advertised), f"{runtime} is not running")
         try:
             detail = self.services[name].check(stack, svc, timeout)
         except Exception as exc:

@@ -43,6 +43,7 @@ class ServiceState:
     stop_signal: str = "SIGTERM"
     extra_ports: dict[str, int] = field(default_factory=dict)
     process: ProcessId | None = None
+    container: str | None = None  # its container id, on the docker backend
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -67,6 +68,7 @@ class ServiceState:
             stop_signal=data.get("stop_signal", "SIGTERM"),
             extra_ports=dict(data.get("extra_ports", {})),
             process=ProcessId(**process) if process else None,
+            container=data.get("container"),
         )
 
 
@@ -74,6 +76,7 @@ class ServiceState:
 class StackState:
     data_dir: str
     backend: str = "local"
+    project: str | None = None  # the Compose project of its containers, on the docker backend
     credentials: dict[str, str] = field(default_factory=dict)
     services: dict[str, ServiceState] = field(default_factory=dict)
 
@@ -81,6 +84,7 @@ class StackState:
         return {
             "version": FORMAT_VERSION,
             "backend": self.backend,
+            "project": self.project,
             "data_dir": self.data_dir,
             "credentials": self.credentials,
             "services": {name: svc.to_json() for name, svc in self.services.items()},
@@ -91,6 +95,7 @@ class StackState:
         return cls(
             data_dir=data["data_dir"],
             backend=data.get("backend", "local"),
+            project=data.get("project"),
             credentials=dict(data.get("credentials", {})),
             services={n: ServiceState.from_json(s) for n, s in data.get("services", {}).items()},
         )

@@ -7,7 +7,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-from k2.chaos.targets import Probe
+from k2.chaos.targets import Probe, Target
 from k2.chaos.targets.disk import DiskTarget
 from k2.chaos.targets.process import ProcessSpec, ProcessTarget
 from k2.chaos.targets.proxy import ProxyTarget
@@ -18,11 +18,17 @@ if TYPE_CHECKING:
     from k2.stack.local import LocalStack
 
 
-def process_targets(stack: LocalStack, run_id: str = "") -> dict[str, ProcessTarget]:
-    """One target per running service; the restart command is `k2 stack start SERVICE --data-dir DIR`."""
+def process_targets(stack: LocalStack, run_id: str = "") -> dict[str, Target]:
+    """One target per running service: its container on the docker backend, else its process tree (restarted
+    by `k2 stack start SERVICE --data-dir DIR`)."""
     state = stack.state()
-    targets = {}
+    targets: dict[str, Target] = {}
     for name, svc in state.services.items():
+        if svc.container is not None:
+            from k2.chaos.targets.docker import DockerTarget
+
+            targets[name] = DockerTarget(svc.container, project=state.project, name=name)
+            continue
         if svc.process is None:
             continue
         spec = ProcessSpec.from_dict(

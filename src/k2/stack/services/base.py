@@ -10,6 +10,28 @@ from pathlib import Path
 from k2.stack.state import ServiceState, StackState
 
 HOST = "127.0.0.1"
+# Inside a container a service listens on every interface of its own network namespace.
+ANY = "0.0.0.0"
+
+
+def image(name: str) -> str:
+    """The locally built image of a service (scripts/docker-setup.sh), tag from K2_IMAGE_TAG."""
+    return f"k2/{name}:{os.environ.get('K2_IMAGE_TAG', 'local')}"
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """How a service runs on the docker backend: the same command and data as on the local backend,
+    with host paths bind-mounted at the same place and its client port published on loopback."""
+
+    image: str
+    entrypoint: str
+    command: list[str]
+    env: dict[str, str]
+    mounts: list[str]  # host directories, mounted at the same path inside
+    publish: list[int]  # container ports published on 127.0.0.1 under the same number
+    user: str | None = None
+    working_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +65,8 @@ class Service(ABC):
     stop_signal: str = "SIGTERM"
     # what `k2 stack status` says the service is for
     role: str = ""
+    # its local image on the docker backend (see `image`); None: a host process on every backend
+    image_name: str | None = None
 
     @abstractmethod
     def plan(self, layout: Layout, stack: StackState, ports: dict[str, int]) -> ServiceState:
@@ -79,3 +103,7 @@ class Service(ABC):
     def transient_errors(self) -> tuple[type[BaseException], ...]:
         """Errors that mean 'not ready yet' while waiting for health."""
         return (OSError,)
+
+    def container_spec(self, stack: StackState, svc: ServiceState) -> ContainerSpec | None:
+        """How it runs as a container (services with an image_name); None: a host process, like K2's own."""
+        return None

