@@ -25,6 +25,7 @@ from k2.chaos.report import (
     render_html,
     write_reports,
 )
+from k2.chaos.report.terminal import format_recovery
 from k2.chaos.session import FaultRecord
 
 T0 = 1_700_000_000.0
@@ -114,8 +115,22 @@ def test_scenario_build(run: RunReport) -> None:
     assert hang.outcome is Outcome.HANG
     assert lossy.outcome is Outcome.DATA_LOSS and lossy.lost == 1
     assert run.failed and run.outcome is Outcome.DATA_LOSS
-    no_restore = ScenarioResult.build("x", Outcome.PASS, ledger=Ledger(), faults=[_fault(1, 2)])
-    assert no_restore.recovered is False and no_restore.recovery_s is None
+
+
+def test_recovery_is_judged_only_where_traffic_met_the_restore() -> None:
+    """`never` means operations were in flight at the restore (or started after it) and none was acknowledged;
+    a scenario that sent nothing across the restore has no recovery to show ("-"), not a failed one."""
+    quiet = ScenarioResult.build("quiet", Outcome.PASS, ledger=Ledger(), faults=[_fault(1, 2)])
+    assert quiet.recovered is None and quiet.faults[0]["traffic_after_restore"] is False
+    finished_before = Ledger("before")
+    finished_before.invoke("a", group="g", seq=1, t=T0)
+    finished_before.ack("a", partition=0, offset=0, t=T0 + 0.5)
+    assert ScenarioResult.build("b", Outcome.PASS, ledger=finished_before, faults=[_fault(1, 2)]).recovered is None
+    stuck = Ledger("stuck")
+    stuck.invoke("a", group="g", seq=1, t=T0 + 1.5)  # sent during the fault, never acknowledged
+    result = ScenarioResult.build("stuck", Outcome.PASS, ledger=stuck, faults=[_fault(1, 2)])
+    assert result.recovered is False and result.recovery_s is None
+    assert format_recovery(result) == "never" and format_recovery(ScenarioResult.build("q", Outcome.PASS)) == "-"
 
 
 def test_json_round_trip(run: RunReport, tmp_path: Path) -> None:

@@ -131,7 +131,7 @@ def _faults(s: ScenarioResult) -> str:
                 f"+{end - base:.2f}s ({end - start:.2f}s)" if end else "not restored"
             )
         rec = f.get("recovery_s")
-        rec_text = f"{rec:.2f}s" if rec is not None else ("never" if end is not None else "-")
+        rec_text = f"{rec:.2f}s" if rec is not None else ("never" if f.get("traffic_after_restore") else "-")
         error = f'<div class="bad">{_e(f["error"])}</div>' if f.get("error") else ""
         rows.append(
             f"<tr><td><b>{_e(f.get('kind'))}</b><div class='small'>{_e(f.get('target'))}</div>{error}</td>"

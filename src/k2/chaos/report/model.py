@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from k2.chaos.checker import CheckResult
-from k2.chaos.ledger import Ledger
+from k2.chaos.ledger import Ledger, Op
 from k2.chaos.outcome import Outcome, is_failure, worst
 
 __all__ = ["RunReport", "ScenarioResult", "fault_recoveries", "fault_to_dict", "jsonable", "recovery_time"]
@@ -77,6 +77,13 @@ def recovery_time(ack_times: Sequence[float], restored_at: float | None) -> floa
         return None
     i = bisect.bisect_left(ack_times, restored_at)
     return ack_times[i] - restored_at if i < len(ack_times) else None
+
+
+def _traffic_after(ops: Iterable[Op], restored_at: float | None) -> bool:
+    """Some operation was started after the restore, or was still in flight at it."""
+    if restored_at is None:
+        return False
+    return any(op.invoked_at >= restored_at or op.completed_at is None or op.completed_at >= restored_at for op in ops)
 
 
 def fault_recoveries(ledger: Ledger | Sequence[float], faults: Iterable[Any]) -> list[float | None]:
@@ -141,11 +148,15 @@ class ScenarioResult:
         if ledger is not None:
             snap = ledger.snapshot()
             result.counts, result.series, result.anomalies = snap["counts"], snap["series"], snap["anomalies"]
-            restored = [f for f in fault_dicts if f["restored_at"] is not None]
+            ops = ledger.ops()
             for fault, rec in zip(fault_dicts, fault_recoveries(ledger, fault_dicts), strict=True):
                 fault["recovery_s"] = rec
-            if restored:
-                recs = [f["recovery_s"] for f in restored]
+                fault["traffic_after_restore"] = _traffic_after(ops, fault["restored_at"])
+            # Only faults with operations in flight or started after their restore can show a recovery: a
+            # scenario that stopped sending before the restore (storage faults) has none to judge.
+            judged = [f for f in fault_dicts if f["restored_at"] is not None and f["traffic_after_restore"]]
+            if judged:
+                recs = [f["recovery_s"] for f in judged]
                 result.recovered = all(r is not None for r in recs)
                 result.recovery_s = max((r for r in recs if r is not None), default=None)
         if check is not None:

@@ -176,7 +176,7 @@ def _fault_layer(
             out.append(
                 f'<text class="rlabel" x="{xr + 4:.1f}" y="{top + 12 + 12 * i:.1f}">recovered +{rec:.2f}s</text>'
             )
-        elif restored is not None:
+        elif restored is not None and fault.get("traffic_after_restore", True):
             out.append(f'<text class="rlabel bad" x="{x2 + 4:.1f}" y="{top + 12:.1f}">no ack after restore</text>')
 
 
