@@ -1,11 +1,13 @@
-"""Embedded stack: cold `up` to all-healthy and `down` (median of 5), resident memory per service,
-and raw produce throughput through the stack's Kafka (200-byte messages, acks=all, idempotent).
+"""The stack: cold `up` to all-healthy and `down` (median of 5), resident memory per service, and raw
+produce throughput through the stack's Kafka (200-byte messages, acks=all, idempotent).
 
-    .venv/bin/python benchmarks/bench_stack.py
+    .venv/bin/python -m benchmarks.bench_stack                    # local backend -> results/stack.json
+    .venv/bin/python -m benchmarks.bench_stack --backend docker   # containers  -> results/stack_docker.json
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from benchmarks.common import fresh_dir, summary, write
-from k2.stack import LocalStack, procs
+from k2.stack import LocalStack, open_stack, procs
 
 ROUNDS = 5
 MESSAGES = 300_000
@@ -27,6 +29,18 @@ def rss_mib(pid: int, starttime: int) -> float:
             if line.startswith("VmRSS:"):
                 total_kib += int(line.split()[1])
     return total_kib / 1024
+
+
+def session_leaders(stack: LocalStack) -> dict[str, tuple[int, int]]:
+    """(pid, starttime) of each service's main process: its own, or its container's init as the host sees it."""
+    leaders = {}
+    for name, svc in stack.state().services.items():
+        if svc.process:
+            leaders[name] = (svc.process.pid, svc.process.starttime)
+        elif svc.container:
+            pid = int(stack.client.api.inspect_container(svc.container)["State"]["Pid"])  # type: ignore[attr-defined]
+            leaders[name] = (pid, procs.starttime_of(pid) or 0)
+    return leaders
 
 
 def produce_throughput(bootstrap: str) -> float:
@@ -50,21 +64,19 @@ def produce_throughput(bootstrap: str) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--backend", choices=("local", "docker"), default="local")
+    backend = parser.parse_args().backend
     ups, downs, memory = [], [], {}
     throughput = 0.0
     for round_ in range(ROUNDS):
         with fresh_dir() as data_dir:
-            stack = LocalStack(data_dir)
+            stack = open_stack(data_dir, backend=backend)
             started = time.perf_counter()
             stack.up()
             ups.append(time.perf_counter() - started)
             if round_ == 0:
-                state = stack.state()
-                memory = {
-                    name: round(rss_mib(s.process.pid, s.process.starttime), 1)
-                    for name, s in state.services.items()
-                    if s.process
-                }
+                memory = {name: round(rss_mib(*pid), 1) for name, pid in session_leaders(stack).items()}
                 throughput = produce_throughput(stack.endpoints().kafka_bootstrap)
             started = time.perf_counter()
             stack.down()
@@ -76,7 +88,7 @@ def main() -> None:
         "produce_msgs_per_second": round(throughput),
         "produce_setup": f"{MESSAGES} x 200 B, acks=all, idempotent, 3 partitions",
     }
-    path = write("stack", results)
+    path = write("stack" if backend == "local" else f"stack_{backend}", results)
     print(f"cold up: median {summary(ups)['median']:.2f}s   down: median {summary(downs)['median']:.2f}s")
     print(f"rss MiB after start: {memory}")
     print(f"produce: {throughput:,.0f} msg/s   -> {path}")
