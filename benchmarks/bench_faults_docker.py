@@ -35,13 +35,14 @@ TRIALS = 30
 ISOLATE_TRIALS = 20
 RESTART_TRIALS = 10
 WATCHDOG_TRIALS = 5
+HOLD_S = 1.0  # the runner dies while holding the fault, not the instant it injected it
 
 RUNNER = """
 import sys, time
 from k2.chaos.journal import Journal
 from k2.chaos.targets.docker import DockerTarget
 from k2.chaos.watchdog import Watchdog
-watchdog = Watchdog.start(sys.argv[2])
+watchdog = Watchdog.start(sys.argv[2], preload=("docker",))  # as a ChaosSession with docker targets does
 Journal(sys.argv[2]).inject(DockerTarget.find("kafka", project=sys.argv[1]), "pause")
 print("paused", flush=True)
 time.sleep(120)
@@ -72,6 +73,7 @@ def watchdog_latency(lab: Lab, container: Any, tmp: Path) -> dict[str, Any]:
         assert runner.stdout is not None
         ready, _, _ = select.select([runner.stdout], [], [], 60)
         assert ready and runner.stdout.readline() == b"paused\n", "the runner did not pause the container"
+        time.sleep(HOLD_S)
         t0 = time.perf_counter()
         os.kill(runner.pid, signal.SIGKILL)
         runner.wait()

@@ -129,6 +129,8 @@ class Journal:
             pending = self.pending()
             if pending and not recover:
                 raise PendingFaults(self.path, pending)
+            if self._entries and not pending:
+                self._compact()
         except BaseException:
             os.close(self._fd)
             raise
@@ -139,6 +141,13 @@ class Journal:
         if size and os.pread(self._fd, 1, size - 1) != b"\n":
             os.write(self._fd, b"\n")
             os.fsync(self._fd)
+
+    def _compact(self) -> None:
+        """Start empty when every fault of earlier runs is restored: the journal guards what is applied
+        now, so it stays as small as one run's faults (the reports keep the history)."""
+        os.ftruncate(self._fd, 0)
+        os.fsync(self._fd)
+        self._entries = {}
 
     def _try_lock(self) -> bool:
         try:

@@ -86,7 +86,8 @@ class ChaosSession:
                 for entry in self.journal.recover():
                     log.warning("recovered a fault left by an earlier run: %s", entry.summary())
             if self._use_watchdog:
-                self.watchdog = Watchdog.start(self.journal_path)
+                kinds = {t.kind for facet in (self.targets, self.network, self.disks) for t in facet.values()}
+                self.watchdog = Watchdog.start(self.journal_path, preload=tuple(sorted(kinds)))
         except BaseException:
             self.journal.close()
             raise

@@ -100,6 +100,23 @@ def test_pending_faults_block_the_next_run_until_recovered(tmp_path: Path) -> No
     assert CALLS == [("kafka", "pause"), ("kafka", "resume")]
 
 
+def test_a_journal_with_nothing_pending_starts_empty(tmp_path: Path) -> None:
+    """Restored entries of earlier runs are dropped when the next run opens it; pending ones never are."""
+    path = tmp_path / "journal.jsonl"
+    with Journal(path) as journal:
+        entry_id, _ = journal.inject(FakeTarget("kafka", tmp_path / "kafka.paused"), "pause", fault="service_failure")
+        journal.restore(entry_id, FakeTarget("kafka", tmp_path / "kafka.paused"))
+        journal.inject(FakeTarget("s3", tmp_path / "s3.paused"), "pause", fault="service_failure")
+    with Journal(path, recover=True) as journal:  # one still pending: everything is kept
+        assert len(read_entries(path)) == 2 and [e.target["name"] for e in journal.pending()] == ["s3"]
+        journal.recover()
+    assert len(read_entries(path)) == 2
+    with Journal(path) as journal:
+        assert journal.entries() == {} and path.read_bytes() == b""
+        entry_id, _ = journal.inject(FakeTarget("kafka", tmp_path / "kafka.paused"), "pause", fault="service_failure")
+    assert list(read_entries(path)) == [entry_id]
+
+
 def test_crash_between_injecting_and_active(tmp_path: Path) -> None:
     """A runner SIGKILLed right after the "injecting" line: the entry is recovered, and the
     inverse is safe although the effect never landed."""
