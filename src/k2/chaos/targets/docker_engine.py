@@ -77,7 +77,9 @@ def client_for(docker_host: str | None = None, timeout: float = 60.0) -> docker.
         try:
             import docker
         except ImportError as exc:
-            raise Unsupported("the docker chaos backend needs the Docker SDK for Python: `pip install docker`") from exc
+            raise Unsupported(
+                "the docker backend needs the Docker SDK for Python: `pip install 'k2-chaos[docker]'` (or `docker`)"
+            ) from exc
         where = docker_host or os.environ.get("DOCKER_HOST") or "the local socket /var/run/docker.sock"
         try:
             if docker_host and docker_host != os.environ.get("DOCKER_HOST"):
