@@ -4,6 +4,7 @@ as containers of one Compose project, faulted by the chaos framework through Doc
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -90,7 +91,7 @@ def test_data_survives_stopping_and_starting_every_container(stack: DockerStack)
 def test_cli_reports_the_backend_and_the_containers(stack: DockerStack) -> None:
     status = run_k2("stack", "status", "--data-dir", str(stack.data_dir))
     assert status.returncode == 0, status.stderr
-    assert status.stdout.count("healthy") == len(CONTAINERISED | HOST_PROCESSES)
+    assert len(re.findall(r"\bhealthy\b", status.stdout)) == len(CONTAINERISED | HOST_PROCESSES)  # not "unhealthy"
     logs = run_k2("stack", "logs", "postgres", "--data-dir", str(stack.data_dir))
     assert logs.returncode == 0 and "database system is ready to accept connections" in logs.stdout
 
