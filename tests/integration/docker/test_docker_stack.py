@@ -19,6 +19,7 @@ from k2.chaos.targets.docker_limits import effective, resources
 from k2.chaos.targets.process import ProcessTarget
 from k2.stack import ConfigError, open_stack
 from k2.stack.docker_stack import LABEL_PROJECT, LABEL_SERVICE, DockerStack
+from k2.stack.services.seaweed import s3_client
 from tests.integration.stack.helpers import assert_data_survived, run_k2, seed_data
 
 pytestmark = pytest.mark.integration
@@ -111,6 +112,11 @@ def test_chaos_faults_reach_the_containers_through_docker(engine: Any, stack: Do
             assert (host["CpuQuota"], host["Memory"]) == (20000, 512 * 1024 * 1024)
         assert effective(resources(engine.api.inspect_container(kafka))) == unlimited
         assert stack.state().services["kafka"].container == kafka  # faults never replace the container
+        ep = stack.endpoints()
+        with service_failure("s3", duration_seconds=None, mode="stop", session=session):
+            assert not engine.api.inspect_container(stack.state().services["s3"].container)["State"]["Running"]
+        # Restored means answering again, not merely running: the very first request succeeds, without retries.
+        s3_client(ep.s3_endpoint, ep.s3_access_key, ep.s3_secret_key, attempts=1).list_buckets()
 
 
 def test_missing_images_are_named_with_the_remedy(engine: Any, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -84,6 +84,10 @@ class Fault(ABC):
         """Non-journaled arguments of the primitive (probes, timeouts)."""
         return {}
 
+    def restore_options(self, session: ChaosSession, target: Target) -> dict[str, Any]:
+        """Non-journaled arguments of the inverse (a recovery from the journal alone goes without them)."""
+        return {}
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def __repr__(self) -> str:
@@ -126,7 +130,9 @@ class Fault(ABC):
                 return None
             assert self._session is not None and self.target is not None
             try:
-                effect = self._session.require_journal().restore(self.record.journal_id, self.target)
+                journal = self._session.require_journal()
+                options = self.restore_options(self._session, self.target)
+                effect = journal.restore(self.record.journal_id, self.target, **options)
             except BaseException as exc:
                 self.record.error = f"restore: {exc}"
                 raise

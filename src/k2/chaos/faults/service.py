@@ -42,5 +42,11 @@ class ServiceFailure(Fault):
         probe = session.probe_for(target)
         return {"probe": probe} if self.mode == "pause" and probe else {}
 
+    def restore_options(self, session: ChaosSession, target: Target) -> dict[str, Any]:
+        """A stopped or killed service counts as restored once it answers again, on every backend (a
+        container runs well before the service in it listens)."""
+        probe = session.probe_for(target)
+        return {"probe": probe} if self.mode != "pause" and probe else {}
+
     def __repr__(self) -> str:
         return f"service_failure({self._target_name()!r}, mode={self.mode!r}, duration={self.duration})"

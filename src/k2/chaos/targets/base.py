@@ -173,8 +173,8 @@ class Target(Protocol):
         """SIGKILL the whole service at once. Inverse: start."""
         ...
 
-    def start(self, timeout: float | None = None) -> Effect:
-        """Start the service with its data and wait until it is healthy; no-op if it runs."""
+    def start(self, timeout: float | None = None, probe: Probe | None = None) -> Effect:
+        """Start the service with its data and wait until it is healthy (and `probe` answers); no-op if it runs."""
         ...
 
     def pause(self, timeout: float = 10.0, probe: Probe | None = None) -> Effect:

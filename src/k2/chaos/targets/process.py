@@ -338,7 +338,7 @@ class ProcessTarget:
             )
         return members
 
-    def start(self, timeout: float | None = None) -> Effect:
+    def start(self, timeout: float | None = None, probe: Probe | None = None) -> Effect:
         """Run `restart_argv` (in its own session, with a deadline) and re-read the new pid.
 
         A no-op if the service already runs, so recovery can call it after any crash.
@@ -388,6 +388,11 @@ class ProcessTarget:
                 f"{self._source_name()}; make the command record the new pid there"
             )
         measured = {"restart_s": round(time.monotonic() - t0, 4), "pid": self.pid, "previous_pid": previous}
+        if probe is not None:
+            left = max(1.0, deadline - (time.monotonic() - t0))
+            if not wait_until(lambda: probe(1.0), left, cap=0.2):
+                raise RestoreFailed(f"{self.name}: restarted, but the probe got no answer within {left:.0f}s")
+            measured["probe_ok_after_s"] = round(time.monotonic() - t0, 4)
         return Effect("start", self.name, wall, time.monotonic() - t0, measured)
 
     def _source_name(self) -> str:
