@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from k2.chaos.targets.docker_engine import LABEL_NUMBER, LABEL_PROJECT, LABEL_SERVICE
 from k2.stack.errors import ConfigError, ServiceFailed
 from k2.stack.local import LocalStack, Progress
 from k2.stack.services.base import ContainerSpec, image
@@ -29,9 +30,6 @@ from k2.stack.state import ServiceState, StackState
 if TYPE_CHECKING:
     import docker
 
-LABEL_PROJECT = "com.docker.compose.project"
-LABEL_SERVICE = "com.docker.compose.service"
-LABEL_NUMBER = "com.docker.compose.container-number"
 LABEL_NETWORK = "com.docker.compose.network"
 LABEL_DATA_DIR = "k2.stack.data-dir"
 LABEL_SPEC = "k2.stack.spec"
