@@ -42,7 +42,7 @@ def _address(listen: str) -> tuple[str, int]:
 
 def test_latency_toxic_through_the_toxiproxy_client(client: toxiproxy.Toxiproxy, echo: EchoServer) -> None:
     assert client.running()
-    assert b"k2-" in client.version()
+    assert b"+k2." in client.version()
     proxy = client.create(upstream=f"127.0.0.1:{echo.address[1]}", name="echo")
     assert proxy.enabled is True and set(client.proxies()) == {"echo"}
     with pytest.raises(ProxyExists):

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         specs = json.loads(args.config.read_text())["proxies"]
         server = ProxyServer(api=args.api, seed=args.seed).start()
         for spec in specs:
-            proxy = server.create(spec["name"], spec["upstream"], spec["listen"])
+            proxy = server.create(spec["name"], spec["upstream"], spec["listen"], pinned=True)
             if spec.get("kafka_client_ids"):
                 proxy.classify_clients(KafkaClientId(spec["kafka_client_ids"]))
     except (OSError, ValueError, KeyError, ChaosError) as exc:

@@ -9,6 +9,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import logging
+import re
 import socket
 import struct
 import sys
@@ -20,29 +21,43 @@ log = logging.getLogger(__name__)
 Address = tuple[str, int]
 LOOPBACK = "127.0.0.1"
 _LOOPBACK_NAMES = {"127.0.0.1", "localhost"}
+_WILDCARDS = {"0.0.0.0", "::", ""}
+_PORT = re.compile(r"[0-9]{1,5}")
 _LINGER_ZERO = struct.pack("ii", 1, 0)
 
 
-def parse_address(value: str | tuple[str, int] | list[object], what: str) -> Address:
+def is_wildcard(value: str) -> bool:
+    """`0.0.0.0:P`, `[::]:P`, `:::P` or `:P`: "every interface" in Toxiproxy's listen addresses."""
+    host = value.rpartition(":")[0]
+    return host.strip("[]") in _WILDCARDS
+
+
+def parse_address(value: str | tuple[str, int] | list[object], what: str, *, wildcard: bool = False) -> Address:
     """Accept `"host:port"` (Toxiproxy's form) or `(host, port)`; only loopback is allowed.
 
     K2 never binds or connects outside 127.0.0.1, so anything else is refused here, before a socket exists.
+    With `wildcard`, a listen address on every interface (0.0.0.0, [::]) means loopback instead.
+    Ports are ASCII digits only: `str.isdigit()` also accepts "²", which `int()` refuses.
     """
     if isinstance(value, str):
         host, sep, port_text = value.rpartition(":")
-        if not sep or not port_text.isdigit():
-            raise InvalidFault(f"{what} address {value!r} is not 'host:port'; write it as '127.0.0.1:8080'")
+        if not sep or not _PORT.fullmatch(port_text):
+            raise InvalidFault(f"{what} address {value[:80]!r} is not 'host:port'; write it as '127.0.0.1:8080'")
         port = int(port_text)
     elif isinstance(value, tuple | list) and len(value) == 2:
         host, port = str(value[0]), value[1]  # type: ignore[assignment]
         if not isinstance(port, int) or isinstance(port, bool):
             raise InvalidFault(f"{what} port {port!r} is not an integer; pass (host, port) with an int port")
     else:
-        raise InvalidFault(f"{what} address {value!r} is neither 'host:port' nor (host, port); pass one of those")
+        raise InvalidFault(
+            f"{what} address {str(value)[:80]!r} is neither 'host:port' nor (host, port); pass one of those"
+        )
     host = host.strip("[]") or LOOPBACK
+    if wildcard and host in _WILDCARDS:
+        host = LOOPBACK
     if host not in _LOOPBACK_NAMES:
         raise UnsafeTarget(
-            f"{what} address {host}:{port} is not loopback; the proxy only binds and connects to 127.0.0.1"
+            f"{what} address {host[:80]}:{port} is not loopback; the proxy only binds and connects to 127.0.0.1"
         )
     if not 0 <= port <= 65535:
         raise InvalidFault(f"{what} port {port} is out of range; use 0..65535 (0 = pick a free port)")

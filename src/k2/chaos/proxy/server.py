@@ -28,6 +28,7 @@ class ProxyServer:
         self.seed = seed
         self._lock = threading.RLock()
         self._proxies: dict[str, Proxy] = {}
+        self._pinned: set[str] = set()
         self._http: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -84,16 +85,49 @@ class ProxyServer:
         listen: _net.Address | str = (_net.LOOPBACK, 0),
         *,
         enabled: bool = True,
+        pinned: bool = False,
         **options: Any,
     ) -> Proxy:
-        """Create and start a proxy; AlreadyExists if the name is taken."""
+        """Create and start a proxy; AlreadyExists if the name or the listen port is taken.
+
+        A `pinned` proxy (the stack's own, one per service) keeps its listen and upstream addresses:
+        the HTTP API refuses to re-point, replace or delete it, so no caller can redirect a service's
+        traffic; its toxics and enabled state change as usual.
+        """
+        self.check_name(name, "proxy name")
         with self._lock:
             if name in self._proxies:
                 raise AlreadyExists(f"proxy {name!r} already exists; delete it first or pick another name")
             proxy = Proxy(name, listen, upstream, seed=self.seed, enabled=enabled, **options)
-            proxy.start()
+            try:
+                proxy.start()
+            except OSError as exc:
+                proxy.stop()
+                raise AlreadyExists(
+                    f"proxy {name!r} cannot listen on {_net.format_address(proxy.listen)}: {exc.strerror or exc}; "
+                    "pick a free port (or 0 for any)"
+                ) from None
             self._proxies[name] = proxy
+            if pinned:
+                self._pinned.add(name)
             return proxy
+
+    @staticmethod
+    def check_name(name: object, what: str) -> None:
+        """Names are shown in logs, reports and URLs: printable text without '/', at most 200 characters."""
+        if not isinstance(name, str) or not name or len(name) > 200 or "/" in name or not name.isprintable():
+            raise InvalidFault(
+                f"{what} {str(name)[:80]!r} is invalid; use 1-200 printable characters without '/' "
+                "(no control characters)"
+            )
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidFault(f"{what} {name[:80]!r} holds a lone surrogate; use valid Unicode") from None
+
+    def is_pinned(self, name: str) -> bool:
+        with self._lock:
+            return name in self._pinned
 
     def get(self, name: str) -> Proxy:
         with self._lock:
@@ -111,6 +145,7 @@ class ProxyServer:
         with self._lock:
             proxy = self.get(name)
             del self._proxies[name]
+            self._pinned.discard(name)
         proxy.stop()
 
     def proxies(self) -> list[Proxy]:
@@ -118,27 +153,50 @@ class ProxyServer:
             return list(self._proxies.values())
 
     def populate(self, specs: Iterable[Mapping[str, Any]]) -> list[Proxy]:
-        """Toxiproxy's /populate: create each proxy, replacing one whose listen or upstream differs."""
-        result = []
+        """Toxiproxy's /populate, all or nothing: every entry is checked before any proxy is touched; a
+        proxy whose listen or upstream differs is replaced. If one cannot start (its port is taken), the
+        proxies this call created are removed and those it replaced are put back, then the error is raised."""
+        checked = []
         for spec in specs:
             name, upstream = spec.get("name"), spec.get("upstream")
             if not name or not upstream:
                 raise InvalidFault(f"populate entry {dict(spec)!r} lacks name or upstream; give both")
-            listen = spec.get("listen", f"{_net.LOOPBACK}:0")
-            enabled = bool(spec.get("enabled", True))
-            with self._lock:
-                existing = self._proxies.get(name)
-                if existing is not None and self._same(existing, listen, upstream):
-                    existing.update(enabled=enabled)
-                    result.append(existing)
-                    continue
-                if existing is not None:
+            self.check_name(name, "proxy name")
+            enabled = spec.get("enabled", True)
+            if not isinstance(enabled, bool):
+                raise InvalidFault(f"populate entry {name!r}: enabled must be true or false, got {enabled!r}")
+            listen = _net.parse_address(spec.get("listen", f"{_net.LOOPBACK}:0"), f"proxy {name!r} listen")
+            checked.append((name, _net.parse_address(upstream, f"proxy {name!r} upstream"), listen, enabled))
+        with self._lock:
+            result: list[Proxy] = []
+            created: list[str] = []
+            replaced: list[tuple[Proxy, str, bool]] = []
+            try:
+                for name, upstream, listen, enabled in checked:
+                    existing = self._proxies.get(name)
+                    if existing is not None and self.matches(name, listen, upstream):
+                        existing.update(enabled=enabled)
+                        result.append(existing)
+                        continue
+                    if existing is not None:
+                        replaced.append((existing, existing.to_json()["listen"], name in self._pinned))
+                        self.remove(name)
+                    result.append(self.create(name, upstream, listen, enabled=enabled))
+                    created.append(name)
+            except BaseException:
+                for name in created:
                     self.remove(name)
-                result.append(self.create(name, upstream, listen, enabled=enabled))
+                for old, old_listen, pinned in replaced:
+                    self.create(old.name, old.upstream, old_listen, enabled=old.enabled, pinned=pinned)
+                raise
         return result
 
-    @staticmethod
-    def _same(proxy: Proxy, listen: Any, upstream: Any) -> bool:
+    def matches(self, name: str, listen: _net.Address | str, upstream: _net.Address | str) -> bool:
+        """Whether proxy `name` exists with this upstream and listen (port 0 matches any port)."""
+        with self._lock:
+            proxy = self._proxies.get(name)
+        if proxy is None:
+            return False
         wanted_listen = _net.parse_address(listen, "listen")
         current = proxy.to_json()["listen"]
         listen_ok = wanted_listen[1] == 0 or _net.format_address(wanted_listen) == current

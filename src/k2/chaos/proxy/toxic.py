@@ -15,6 +15,7 @@ Contract for toxic authors:
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ __all__ = [
 ]
 
 
+_LARGEST = 2**53  # every attribute is a JSON number; beyond this a float cannot hold it exactly
+
+
 class Stream(StrEnum):
     """Direction of data: upstream = client -> server, downstream = server -> client (Toxiproxy's terms)."""
 
@@ -45,7 +49,7 @@ class Stream(StrEnum):
     @classmethod
     def parse(cls, value: str | Stream) -> Stream:
         try:
-            return cls(value)
+            return cls(value.lower() if isinstance(value, str) else value)  # Toxiproxy: any case
         except ValueError:
             raise InvalidFault(
                 f"stream {value!r} is invalid; use 'upstream' (client -> server) or 'downstream' (server -> client)"
@@ -102,6 +106,10 @@ class Attribute:
             return value
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidFault(f"{where} is {value!r}, not a number; pass a number ({self.help})")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidFault(f"{where} is {value!r}; pass a finite number ({self.help})")
+        if isinstance(value, int) and abs(value) > _LARGEST:
+            raise InvalidFault(f"{where} is too large; pass at most {_LARGEST} ({self.help})")
         if self.kind is int:
             if value != int(value):
                 raise InvalidFault(f"{where} is {value!r}; it must be a whole number ({self.help})")

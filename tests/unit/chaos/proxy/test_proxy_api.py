@@ -125,4 +125,4 @@ def test_populate_reset_and_version(server: ProxyServer, echo: EchoServer) -> No
     assert state["a"]["toxics"] == [] and state["b"]["enabled"] is True
 
     status, version = call(server, "GET", "/version")
-    assert status == 200 and version["version"].startswith("k2-")
+    assert status == 200 and version["version"].startswith("2.12.0+k2.")  # Toxiproxy API version + ours
