@@ -171,6 +171,24 @@ class BadRequest(RegistryError):
     default_remedy = "send a JSON body as described by the Confluent Schema Registry REST API"
 
 
+class Forbidden(RegistryError):
+    """A caller other than the registry's owner (or root) tried to change it."""
+
+    http_status, error_code = 403, 40301
+    default_remedy = "change the registry as the user who started the stack (or root); reads are open to all"
+
+
+class RequestProblem(RegistryError):
+    """The request itself cannot be read: too large (413), too slow (408), an unsupported encoding (501)."""
+
+    error_code = 400
+    default_remedy = "send a complete request with a JSON body under 1 MiB"
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.http_status = self.error_code = status  # type: ignore[misc]
+
+
 class RouteNotFound(RegistryError):
     http_status, error_code = 404, 404
     default_remedy = "check the path against the Confluent Schema Registry REST API"

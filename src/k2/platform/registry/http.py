@@ -13,18 +13,22 @@ import logging
 import re
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from k2.platform.errors import BadRequest, RegistryError, RouteNotFound
+from k2.httpsafe import BodyError, GuardedHandler, JsonError, parse_json
+from k2.platform.errors import BadRequest, Forbidden, RegistryError, RequestProblem, RouteNotFound
 from k2.platform.registry.service import SchemaRegistry
 
 __all__ = ["CONTENT_TYPE", "RegistryHTTPServer"]
 
 log = logging.getLogger(__name__)
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
-_MAX_BODY = 4 << 20
+# Methods that change the registry: only its owner (the user it runs as) and root may call them.
+_MUTATING = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+# POSTs that only read: a lookup and the compatibility checks.
+_READ_POSTS = (re.compile(r"^/subjects/[^/]+/?$"), re.compile(r"^/compatibility/"))
 
 _Handler = Callable[[SchemaRegistry, dict[str, str], dict[str, str], Any], Any]
 _ROUTES: list[tuple[str, re.Pattern[str], _Handler]] = []
@@ -169,10 +173,10 @@ class _Raw(str):
     """A handler result sent as-is (a raw schema), not JSON-encoded again."""
 
 
-class _RequestHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _RequestHandler(GuardedHandler):
     server_version = "k2-schema-registry"
-    timeout = 60  # idle keep-alive connections give their thread back after this
+    IDLE_TIMEOUT = 60.0  # idle keep-alive connections give their thread back after this
+    MAX_BODY = 4 << 20
     disable_nagle_algorithm = True  # headers and body go out as separate writes; don't wait for an ACK
     server: RegistryHTTPServer
 
@@ -200,7 +204,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
             status, payload = exc.http_status, exc.body()
         except Exception as exc:  # a bug must still answer, or the client hangs until its timeout
             log.exception("%s %s failed", method, self.path)
-            status, payload = 500, {"error_code": 500, "message": f"Internal Server Error: {exc!r}"}
+            status, payload = 500, {"error_code": 500, "message": f"Internal Server Error: {type(exc).__name__}"}
+            self.close_connection = True
         data = (payload if isinstance(payload, _Raw) else json.dumps(payload)).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", CONTENT_TYPE)
@@ -213,6 +218,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         body = self._body()
         path = parts.path.rstrip("/")
+        if method in _MUTATING and not any(p.match(path) for p in _READ_POSTS if method == "POST"):
+            refusal = self.caller_refusal()
+            if refusal is not None:
+                raise Forbidden(refusal)
         allowed = False
         for route_method, pattern, func in _ROUTES:
             match = pattern.match(path)
@@ -221,27 +230,25 @@ class _RequestHandler(BaseHTTPRequestHandler):
             if route_method != method:
                 allowed = True
                 continue
-            params = {k: unquote(v) for k, v in match.groupdict().items()}
+            try:
+                params = {k: unquote(v, errors="strict") for k, v in match.groupdict().items()}
+            except UnicodeDecodeError:
+                raise BadRequest("the path is not UTF-8 once percent-decoded") from None
             return func(self.server.registry, params, query, body)
         if allowed:
             raise _MethodNotAllowed("HTTP 405 Method Not Allowed")
         raise RouteNotFound("HTTP 404 Not Found")
 
     def _body(self) -> Any:
-        header = (self.headers.get("Content-Length") or "0").strip()
-        if not header.isdigit():
-            self.close_connection = True
-            raise BadRequest(f"Content-Length {header!r} is not a number")
-        length = int(header)
-        if length > _MAX_BODY:
-            self.close_connection = True
-            raise BadRequest(f"request body of {length} bytes is larger than {_MAX_BODY}")
-        if length <= 0:
-            return None
-        raw = self.rfile.read(length)
         try:
-            return json.loads(raw)
-        except ValueError as exc:
+            raw = self.read_body()
+        except BodyError as exc:
+            raise RequestProblem(exc.status, str(exc)) from None
+        if not raw:
+            return None
+        try:
+            return parse_json(raw)
+        except JsonError as exc:
             raise BadRequest(f"Unrecognized JSON in the request body: {exc}") from None
 
     def log_message(self, format: str, *args: Any) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import fastavro
 from fastavro.schema import SchemaParseException, UnknownType
 
+from k2.httpsafe import JsonError, parse_json
 from k2.platform.errors import InvalidSchema
 
 __all__ = ["MAX_SCHEMA_BYTES", "AvroSchema", "canonical_json", "parse_avro"]
@@ -118,17 +119,17 @@ def parse_avro(text: Any, *, normalize: bool = False) -> AvroSchema:
     """Validate `text` as an Avro schema; InvalidSchema (42201) says what is wrong with it."""
     if not isinstance(text, str) or not text.strip():
         raise _invalid("the request has no 'schema' string")
-    if len(text.encode("utf-8")) > MAX_SCHEMA_BYTES:
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_SCHEMA_BYTES:
         raise _invalid(f"schema is larger than {MAX_SCHEMA_BYTES} bytes")
     try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
+        obj = parse_json(text)  # strict: no nesting past 64 levels, no NaN, no lone surrogates
+    except JsonError as exc:
         raise _invalid(f"not JSON ({exc})") from None
     _extra_checks(obj)
     names: dict[str, Any] = {}
     try:
         parsed = fastavro.parse_schema(copy.deepcopy(obj), named_schemas=names, _write_hint=False)
-    except (SchemaParseException, UnknownType, ValueError, TypeError, KeyError, AttributeError) as exc:
+    except (SchemaParseException, UnknownType, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         raise _invalid(f"{type(exc).__name__}: {exc}") from None
     if normalize:
         obj = _normalize(obj)

@@ -14,6 +14,7 @@ also drops its subject-level compatibility.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from typing import Any
 
@@ -40,6 +41,7 @@ __all__ = ["SchemaRegistry"]
 log = logging.getLogger(__name__)
 _GUID_NAMESPACE = uuid.UUID("6f1d7c8e-4b7a-4d0e-9a57-2f0c1b6e9d42")
 _MAX_VERSION = 2**31 - 1
+_DIGITS = re.compile(r"[0-9]{1,10}")  # ASCII only: str.isdigit() accepts "²", which int() refuses
 
 
 def _check_subject(subject: str) -> str:
@@ -90,7 +92,7 @@ class SchemaRegistry:
         text = str(version).strip()
         if text.lower() == "latest" or text == "-1":
             return None
-        if text.isdigit() and 1 <= int(text) <= _MAX_VERSION:
+        if _DIGITS.fullmatch(text) and 1 <= int(text) <= _MAX_VERSION:
             return int(text)
         raise InvalidVersion(
             f"The specified version '{version}' is not a valid version id. "
@@ -175,7 +177,7 @@ class SchemaRegistry:
 
     def _schema_record(self, schema_id: str | int) -> Any:
         text = str(schema_id)
-        number = int(text) if text.isdigit() else -1
+        number = int(text) if _DIGITS.fullmatch(text) else -1
         record = self._state.schemas.get(number)
         if record is None or not self._referencing(number):
             raise SchemaNotFound(f"Schema {schema_id} not found")
