@@ -1,0 +1,109 @@
+"""Who may drive K2's APIs: a client running as another user gets 403 for every change to the fault
+proxy and the schema registry, while the owner's unchanged toxiproxy-python calls succeed.
+
+Needs root (to run the other client as `nobody`); the client is a stdlib-only script run by the
+system's python3 with `subprocess`'s `user=`, so it needs nothing from this checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import toxiproxy
+from toxiproxy.api import APIConsumer
+
+from k2.chaos.proxy import EchoServer, ProxyServer
+from k2.platform.registry import RegistryServer
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as another user"),
+]
+
+CLIENT = r"""
+import json, sys, urllib.error, urllib.request
+out = []
+for method, url, body in json.loads(sys.argv[1]):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            out.append([r.status, r.read().decode()])
+    except urllib.error.HTTPError as e:
+        out.append([e.code, e.read().decode()])
+print(json.dumps(out))
+"""
+
+
+def as_nobody(calls: list[tuple[str, str, object]]) -> list[tuple[int, str]]:
+    python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+    done = subprocess.run(
+        [python, "-c", CLIENT, json.dumps(calls)], user="nobody", group=pwd.getpwnam("nobody").pw_gid,
+        extra_groups=[], capture_output=True, text=True, timeout=60, check=True, cwd="/",
+    )  # fmt: skip
+    return [(status, text) for status, text in json.loads(done.stdout)]
+
+
+@pytest.fixture
+def proxy_api() -> Iterator[ProxyServer]:
+    saved = (APIConsumer.host, APIConsumer.port)
+    with ProxyServer(api=("127.0.0.1", 0), seed=1) as server:
+        APIConsumer.host, APIConsumer.port = server.api_address
+        yield server
+    APIConsumer.host, APIConsumer.port = saved
+
+
+def test_only_the_owner_drives_the_fault_proxy(proxy_api: ProxyServer) -> None:
+    with EchoServer("echo") as echo:
+        client = toxiproxy.Toxiproxy()
+        proxy = client.create(upstream=f"127.0.0.1:{echo.address[1]}", name="svc")  # the owner: unchanged client
+        proxy.add_toxic(type="latency", attributes={"latency": 10})
+        url = proxy_api.api_url
+        answers = as_nobody([
+            ("GET", f"{url}/proxies", None),
+            ("POST", f"{url}/proxies", {"name": "evil", "upstream": f"127.0.0.1:{echo.address[1]}"}),
+            ("POST", f"{url}/proxies/svc", {"upstream": "127.0.0.1:9"}),
+            ("POST", f"{url}/proxies/svc/toxics", {"type": "timeout", "attributes": {"timeout": 0}}),
+            ("DELETE", f"{url}/proxies/svc/toxics/latency_downstream", None),
+            ("DELETE", f"{url}/proxies/svc", None),
+            ("POST", f"{url}/reset", None),
+            ("POST", f"{url}/populate", []),
+        ])  # fmt: skip
+        assert answers[0][0] == 200 and "svc" in json.loads(answers[0][1])
+        for status, text in answers[1:]:
+            assert status == 403 and "only its owner" in json.loads(text)["error"], text
+        assert set(client.proxies()) == {"svc"}
+        assert [t.name for t in proxy.toxics().values()] == ["latency_downstream"]
+        assert proxy_api.get("svc").upstream == echo.address
+        proxy.destroy_toxic("latency_downstream")
+        client.reset()
+        proxy.destroy()
+        assert client.proxies() == {}
+
+
+def test_only_the_owner_changes_the_registry(tmp_path: Path) -> None:
+    schema = json.dumps({"type": "record", "name": "R", "fields": [{"name": "a", "type": "int"}]})
+    with RegistryServer(tmp_path) as server:
+        url = server.url
+        answers = as_nobody([
+            ("GET", f"{url}/subjects", None),
+            ("POST", f"{url}/compatibility/subjects/t/versions", {"schema": schema}),
+            ("POST", f"{url}/subjects/t/versions", {"schema": schema}),
+            ("PUT", f"{url}/config", {"compatibility": "NONE"}),
+            ("DELETE", f"{url}/config", None),
+            ("DELETE", f"{url}/subjects/t", None),
+        ])  # fmt: skip
+        assert answers[0] == (200, "[]")
+        assert answers[1][0] in (200, 404)  # a read: not refused
+        for status, text in answers[2:]:
+            assert status == 403 and json.loads(text)["error_code"] == 40301, text
+        assert server.registry.get_config(None)["compatibilityLevel"] == "BACKWARD"
+        assert server.registry.subjects() == []
