@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -13,8 +12,7 @@ import pytest
 
 @pytest.fixture
 def stack_dir() -> Iterator[Path]:
-    """A fresh data dir on a path the postgres service user can traverse (pytest's tmp_path is 0700)."""
+    """A fresh data dir made as `mktemp -d` makes one (0700); K2 gives the postgres user only traverse rights."""
     root = Path(tempfile.mkdtemp(prefix="k2-test-"))
-    os.chmod(root, 0o755)
     yield root / "stack"
     shutil.rmtree(root, ignore_errors=True)

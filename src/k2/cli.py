@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -18,12 +19,34 @@ console = Console(stderr=True)
 out = Console()
 
 
+class UsageError(Exception):
+    """A command-line value that cannot work; printed as one line, exit status 2."""
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuse values that cannot work before anything is started or saved."""
+    data_dir = getattr(args, "data_dir", None)
+    if data_dir is not None and data_dir.exists() and not data_dir.is_dir():
+        raise UsageError(f"--data-dir {data_dir} is a file, not a directory; pass a directory (it is created)")
+    journal = getattr(args, "journal", None)
+    if journal is not None and journal.is_dir():
+        raise UsageError(f"--journal {journal} is a directory; pass the journal file (DATA_DIR/chaos/journal.jsonl)")
+    select = getattr(args, "select", None)
+    if select:
+        from _pytest.mark.expression import Expression  # the very parser `pytest -k` uses
+
+        try:
+            Expression.compile(select)
+        except Exception as exc:  # SyntaxError in pytest 8.4+, ParseError before
+            raise UsageError(f"-k {select!r} is not a valid selection ({exc}); e.g. -k 'kafka and not slow'") from None
+
+
 def _stack(args: argparse.Namespace) -> LocalStack:
     fixed: dict[str, int] = {}
     for item in getattr(args, "port", None) or []:
         name, _, value = item.partition("=")
-        if not value.isdigit():
-            raise SystemExit(f"k2: --port takes SERVICE=PORT (e.g. kafka=9092), got {item!r}")
+        if not re.fullmatch(r"[0-9]{1,5}", value):  # ASCII digits: str.isdigit() also takes "²"
+            raise UsageError(f"--port takes SERVICE=PORT (e.g. kafka=9092), got {item!r}")
         fixed[name] = int(value)
     return open_stack(
         args.data_dir,
@@ -238,9 +261,19 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
+        _check_args(args)
         return int(args.func(args))
-    except (StackError, ChaosError) as exc:
-        console.print(f"[red]k2: {exc}[/]", highlight=False)
+    except (StackError, ChaosError, UsageError) as exc:
+        console.print(f"k2: {exc}", style="red", highlight=False, markup=False, soft_wrap=True)
+        return 2
+    except OSError as exc:  # a path that cannot be used: one line, not a traceback
+        console.print(
+            f"k2: {exc.strerror or exc}: {exc.filename or ''}",
+            style="red",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
         return 2
     except KeyboardInterrupt:
         console.print("[red]k2: interrupted[/]")

@@ -133,7 +133,6 @@ def k2_stack(request: pytest.FixtureRequest) -> Iterator[Any]:
     data_dir = run.data_dir
     if data_dir is None:
         root = Path(tempfile.mkdtemp(prefix="k2-chaos-"))
-        root.chmod(0o755)  # the postgres service user must reach its data dir
         data_dir = root / "stack"
     stack = open_stack(data_dir, backend=run.backend, project=run.project)
     stack.up()

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 
 def main() -> int:
     request = json.loads(sys.stdin.read())
-    with open(request["log"], "ab", buffering=0) as log:
+    # 0600 and never through a link: logs can hold credentials and data (the logs dir is the caller's, 0700).
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+    with open(os.open(request["log"], flags, 0o600), "ab", buffering=0) as log:
+        os.fchmod(log.fileno(), 0o600)
         child = subprocess.Popen(
             request["argv"],
             env=request["env"],

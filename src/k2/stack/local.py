@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
+import contextlib
+import os
 import signal
 import threading
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from k2.stack import datadir, ports, procs
+from k2.stack import datadir, ports, procs, safefs
 from k2.stack import state as statefile
 from k2.stack.endpoints import Endpoints, endpoints_of
 from k2.stack.errors import ConfigError, NotRunning, ServiceFailed, StackError
@@ -73,6 +74,12 @@ class LocalStack:
         unknown = set(self.fixed_ports) - set(self.services)
         if unknown:
             raise ConfigError(self._unknown_message(sorted(unknown)[0]))
+        for name, port in self.fixed_ports.items():
+            if isinstance(port, bool) or not isinstance(port, int) or not 1024 <= port <= 65535:
+                raise ConfigError(
+                    f"port {port!r} for {name} is not usable; give one in 1024..65535 (K2 never listens on a "
+                    "privileged port)."
+                )
         self.on_progress = on_progress or (lambda service, message: None)
         self.start_timeout = start_timeout
         self._save_lock = threading.Lock()
@@ -97,17 +104,23 @@ class LocalStack:
             return stack
 
     def down(self, *, purge: bool = False) -> list[tuple[str, str]]:
-        """Stop every service (data kept unless purge). Returns (service, how it ended)."""
-        stack = self.state(required=False)
+        """Stop every service (data kept unless purge). Returns (service, how it ended).
+
+        The state is read under the same lock `up` holds while it starts services, so a `down` during
+        an `up` waits for it and then stops everything it started: nothing is orphaned.
+        """
         ended: list[tuple[str, str]] = []
-        if stack is not None:
+        stack = None
+        if self.data_dir.exists():
             with datadir.locked(self.data_dir):
-                ended = self._stop_all(stack)
+                stack = self.state(required=False)
+                if stack is not None:
+                    ended = self._stop_all(stack)
         if purge and self.data_dir.exists():
             if stack is not None:  # a service killed from outside may have left its mount behind
                 for name, svc in stack.services.items():
                     self.services[name].after_stop(Layout(self.data_dir), svc)
-            shutil.rmtree(self.data_dir)
+            datadir.purge(self.data_dir)
         return ended
 
     def status(self, timeout: float = 3.0) -> list[ServiceStatus]:
@@ -254,6 +267,7 @@ class LocalStack:
             self._release(svc)
             for owner, port in service.ports_to_bind(stack, svc):
                 ports.require_free(owner, port)
+            self._private_dir(Layout(Path(stack.data_dir)).service_dir(name))
             service.prepare(Layout(Path(stack.data_dir)), stack, svc)
             self.on_progress(name, "starting")
             self._launch(stack, svc)
@@ -261,6 +275,16 @@ class LocalStack:
         detail = self._wait_healthy(stack, service, svc, started)
         service.after_healthy(stack, svc)
         self.on_progress(name, f"healthy in {time.monotonic() - started:.1f}s at {svc.advertised} ({detail})")
+
+    @staticmethod
+    def _private_dir(path: Path) -> None:
+        """A service's own dir, 0700: its store's files are its own (the postgres user may traverse the
+        data dir, so the data dir's mode alone does not keep it out of the others)."""
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
+        with safefs.open_dir(path) as fd:
+            if os.fstat(fd).st_uid == os.geteuid():
+                os.fchmod(fd, 0o700)
 
     def _wait_healthy(self, stack: StackState, service: Service, svc: ServiceState, started: float) -> str:
         deadline = started + self.start_timeout

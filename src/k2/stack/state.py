@@ -106,19 +106,53 @@ def state_path(data_dir: Path) -> Path:
 
 
 def load(data_dir: Path) -> StackState | None:
+    """The state in `data_dir`, None when there is none; ConfigError naming the file, what is wrong
+    and the remedy when it cannot be read (never a traceback)."""
     path = state_path(data_dir)
     try:
-        raw = path.read_text()
+        raw = path.read_bytes()
     except FileNotFoundError:
         return None
-    try:
-        return StackState.from_json(json.loads(raw))
-    except (ValueError, KeyError, TypeError) as exc:
+    except OSError as exc:
         from k2.stack.errors import ConfigError
 
+        raise ConfigError(f"state file {path} cannot be read ({exc.strerror}); check its permissions.") from None
+    try:
+        data = json.loads(raw)
+        _check_shape(data)
+        return StackState.from_json(data)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        from k2.stack.errors import ConfigError
+
+        where = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
         raise ConfigError(
-            f"state file {path} is unreadable ({exc}). If no stack runs there, remove it and run `k2 stack up`."
-        ) from exc
+            f"state file {path}{where} is unreadable: {exc}. If no stack runs there, remove it and run "
+            "`k2 stack up`; if one does, stop its processes first (their pids are in the file)."
+        ) from None
+
+
+def _check_shape(data: Any) -> None:
+    """The fields every reader relies on, with their JSON types."""
+    if not isinstance(data, dict):
+        raise TypeError(f"it holds {type(data).__name__}, not a JSON object")
+    if not isinstance(data.get("data_dir"), str):
+        raise TypeError("'data_dir' is missing or not a string")
+    for key in ("services", "credentials"):
+        if not isinstance(data.get(key, {}), dict):
+            raise TypeError(f"{key!r} is {type(data[key]).__name__}, not a JSON object")
+    for name, svc in data.get("services", {}).items():
+        if not isinstance(svc, dict):
+            raise TypeError(f"service {name!r} is {type(svc).__name__}, not a JSON object")
+        for key in ("listen", "advertised"):
+            address = svc.get(key)
+            if not (isinstance(address, dict) and isinstance(address.get("port"), int)
+                    and 0 < address["port"] < 65536 and isinstance(address.get("host"), str)):  # fmt: skip
+                raise TypeError(f"service {name!r}: {key!r} is not a host and a port in 1..65535")
+        process = svc.get("process")
+        if process is not None and not (
+            isinstance(process, dict) and all(isinstance(process.get(k), int) for k in ("pid", "starttime"))
+        ):
+            raise TypeError(f"service {name!r}: 'process' is not a pid and a start time")
 
 
 def save(state: StackState) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -19,7 +18,6 @@ __all__ = ["AckCounter", "new_topic", "read_all"]
 @pytest.fixture(scope="module")
 def stack() -> Iterator[LocalStack]:
     root = Path(tempfile.mkdtemp(prefix="k2-chaos-test-"))
-    os.chmod(root, 0o755)
     try:
         with LocalStack(root / "stack") as running:
             yield running

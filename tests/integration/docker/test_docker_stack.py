@@ -3,7 +3,6 @@ as containers of one Compose project, faulted by the chaos framework through Doc
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import tempfile
@@ -40,7 +39,6 @@ def project_networks(engine: Any, project: str) -> list[str]:
 @pytest.fixture(scope="module")
 def root() -> Iterator[Path]:
     made = Path(tempfile.mkdtemp(prefix="k2-dstack-"))
-    os.chmod(made, 0o755)  # the postgres service user must reach its data dir
     yield made
     shutil.rmtree(made, ignore_errors=True)
 

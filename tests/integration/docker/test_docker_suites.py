@@ -4,7 +4,6 @@ same fault calls and fixtures, against containers, and the report says so."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -25,7 +24,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def root() -> Iterator[Path]:
     made = Path(tempfile.mkdtemp(prefix="k2-dsuite-"))
-    os.chmod(made, 0o755)
     yield made
     shutil.rmtree(made, ignore_errors=True)
 

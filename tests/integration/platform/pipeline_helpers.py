@@ -30,9 +30,8 @@ SYMBOLS = {"BTC-USD": "crypto", "ETH-USD": "crypto", "AAPL": "equities", "MSFT":
 
 @contextmanager
 def running_stack() -> Iterator[LocalStack]:
-    """A stack for a whole test module, in a dir the postgres user can traverse (as conftest's stack_dir)."""
+    """A stack for a whole test module, in a fresh `mkdtemp` dir (0700, as conftest's stack_dir)."""
     root = Path(tempfile.mkdtemp(prefix="k2-test-"))
-    os.chmod(root, 0o755)
     stack = LocalStack(root / "stack")
     try:
         stack.up()

@@ -98,7 +98,7 @@ class _Log:
 
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / LOG_NAME
-        self._lock_fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        self._lock_fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -111,7 +111,8 @@ class _Log:
         os.ftruncate(self._lock_fd, 0)
         os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
         created = not self.path.exists()
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        os.fchmod(self._fd, 0o600)  # the schemas are the owner's; a log made before this fix gets it too
         if created:
             _fsync_dir(data_dir)
         self._size = os.fstat(self._fd).st_size
@@ -183,7 +184,7 @@ class Store:
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.data_dir = Path(data_dir)
         try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise RegistryStorageError(
                 f"cannot create data dir {self.data_dir}: {exc}", remedy="pick a writable --data-dir"
