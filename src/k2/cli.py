@@ -146,6 +146,8 @@ def cmd_chaos_recover(args: argparse.Namespace) -> int:
         console.print(f"no chaos journal at {path}: nothing to recover")
         return 0
     with Journal(path, recover=True, lock_timeout=args.wait) as journal:
+        for problem in journal.problems:
+            console.print(f"k2: {problem}", style="yellow", highlight=False, markup=False, soft_wrap=True)
         pending = journal.pending()
         if not pending:
             console.print(f"journal {path}: no fault pending")

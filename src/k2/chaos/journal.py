@@ -27,8 +27,9 @@ from typing import Any
 from k2.chaos.errors import ChaosError, InvalidFault, RestoreFailed
 from k2.chaos.targets import INVERSES, Effect, Target, target_from_description
 from k2.chaos.targets.base import wait_until
+from k2.chaos.targets.process import proc_stat
 
-__all__ = ["Entry", "Journal", "JournalBusy", "PendingFaults", "read_entries"]
+__all__ = ["Entry", "Journal", "JournalBusy", "PendingFaults", "read_entries", "read_journal"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class Entry:
     params: dict[str, Any] = field(default_factory=dict)
     fault: str | None = None
     runner_pid: int = 0
+    runner_starttime: int = 0  # the runner's kernel start time: with the pid, proof it is still that process
     created_at: float = 0.0
     updated_at: float = 0.0
     effect: dict[str, Any] | None = None
@@ -78,31 +80,72 @@ class Entry:
         return f"{self.fault or self.primitive} on {name} ({self.status}, id {self.id})"
 
 
-def read_entries(path: str | os.PathLike[str]) -> dict[str, Entry]:
-    """Every entry's latest state, in order of creation; needs no lock (for status displays).
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "id": str, "status": str, "primitive": str, "inverse": str, "target": dict, "params": dict,
+    "fault": (str, type(None)), "runner_pid": int, "runner_starttime": int, "created_at": (int, float),
+    "updated_at": (int, float), "effect": (dict, type(None)), "restore": (dict, type(None)),
+    "error": (str, type(None)),
+}  # fmt: skip
 
-    A torn last line (a crash mid-write) is skipped: its entry's previous line still stands, and
-    the line before "injecting" was fsynced, so no injected fault can be lost this way.
+
+def _entry_of(record: Any) -> Entry:
+    """An Entry from one parsed line, or TypeError saying which field is wrong."""
+    if not isinstance(record, dict):
+        raise TypeError(f"the line holds {type(record).__name__}, not a JSON object")
+    record.pop("ts", None)
+    unknown = set(record) - set(_FIELD_TYPES)
+    if unknown:
+        raise TypeError(f"unknown field(s) {', '.join(sorted(unknown))}")
+    for name in ("id", "status", "primitive", "inverse", "target"):
+        if name not in record:
+            raise TypeError(f"field {name!r} is missing")
+    for name, value in record.items():
+        if isinstance(value, bool) or not isinstance(value, _FIELD_TYPES[name]):
+            raise TypeError(f"field {name!r} is {type(value).__name__}")
+    return Entry(**record)
+
+
+def read_journal(path: str | os.PathLike[str]) -> tuple[dict[str, Entry], list[str]]:
+    """(every entry's latest state in order of creation, a problem per unreadable line); needs no lock.
+
+    A torn last line (a crash mid-write) is expected and not a problem: its entry's previous line still
+    stands, and the line before "injecting" was fsynced, so no injected fault can be lost this way.
+    Any other unreadable line is a problem naming the file, the line and the remedy; the rest is read.
     """
     entries: dict[str, Entry] = {}
+    problems: list[str] = []
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
-        return entries
+        return entries, problems
     lines = data.split(b"\n")
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-            record.pop("ts", None)
-            entry = Entry(**record)
-        except (ValueError, TypeError) as exc:
-            level = logging.DEBUG if number >= len(lines) - 1 else logging.WARNING
-            log.log(level, "journal %s line %d unreadable, skipped: %s", path, number, exc)
+            entry = _entry_of(json.loads(line))
+        except (ValueError, TypeError, RecursionError) as exc:
+            if number >= len(lines) - 1 and not line.endswith(b"}"):
+                log.debug("journal %s line %d torn by a crash, skipped", path, number)
+                continue
+            problems.append(
+                f"journal {path} line {number} is not a fault record ({exc}), skipped; the other entries are "
+                "restored. If a fault of that line is still applied, undo it by hand, then remove the line."
+            )
+            log.warning("%s", problems[-1])
             continue
         entries[entry.id] = entry
-    return entries
+    return entries, problems
+
+
+def read_entries(path: str | os.PathLike[str]) -> dict[str, Entry]:
+    """Every entry's latest state, in order of creation (see `read_journal`)."""
+    return read_journal(path)[0]
+
+
+def _own_starttime() -> int:
+    stat = proc_stat(os.getpid())
+    return stat.starttime if stat is not None else 0
 
 
 class Journal:
@@ -125,7 +168,7 @@ class Journal:
             if created:
                 self._fsync_dir()
             self._seal_torn_tail()
-            self._entries = read_entries(self.path)
+            self._entries, self.problems = read_journal(self.path)
             pending = self.pending()
             if pending and not recover:
                 raise PendingFaults(self.path, pending)
@@ -199,6 +242,7 @@ class Journal:
             params=dict(params or {}),
             fault=fault,
             runner_pid=os.getpid(),
+            runner_starttime=_own_starttime(),
             created_at=now,
             updated_at=now,
         )

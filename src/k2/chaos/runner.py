@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from k2.chaos.journal import read_entries
+from k2.chaos.errors import RestoreFailed
+from k2.chaos.journal import read_journal
 from k2.chaos.outcome import is_failure
 from k2.chaos.targets import target_from_description
+from k2.chaos.targets.process import proc_stat
 
 SUITES = {"kafka": "chaos_kafka", "storage": "chaos_storage", "all": "chaos"}
 SUITE_PACKAGE = "k2.scenarios.suites"
@@ -109,17 +111,37 @@ def dry_run(options: RunOptions) -> list[dict[str, Any]]:
 
 def halt(journal: Path) -> list[str]:
     """Restore every fault the journal says is active (idempotent inverses, straight from the
-    descriptions, without the runner's lock), then ask the runner(s) to stop with SIGTERM."""
-    restored, runners = [], set()
-    for entry in read_entries(journal).values():
+    descriptions, without the runner's lock), then ask the runner(s) to stop with SIGTERM.
+
+    Every entry is tried even when one fails (then RestoreFailed names the failures, after the rest
+    are restored and the runners told). A runner is signalled only if its pid still has the kernel
+    start time the journal recorded: a recycled pid belongs to someone else and is left alone.
+    """
+    entries, problems = read_journal(journal)
+    restored: list[str] = []
+    failures: list[str] = list(problems)
+    runners: set[tuple[int, int]] = set()
+    for entry in entries.values():
         if not entry.pending:
             continue
-        target = target_from_description(entry.target)
-        getattr(target, entry.inverse)()
+        try:
+            target = target_from_description(entry.target)
+            getattr(target, entry.inverse)()
+        except Exception as exc:
+            failures.append(f"{entry.summary()}: {type(exc).__name__}: {exc}")
+            continue
         restored.append(entry.summary())
         if entry.runner_pid and entry.runner_pid != os.getpid():
-            runners.add(entry.runner_pid)
-    for pid in runners:
+            runners.add((entry.runner_pid, entry.runner_starttime))
+    for pid, starttime in runners:
+        stat = proc_stat(pid)
+        if not starttime or stat is None or stat.starttime != starttime:
+            continue  # gone, recorded without a start time, or a different process now
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
+    if failures:
+        raise RestoreFailed(
+            f"halt restored {len(restored)} fault(s) and asked the run to stop, but: {'; '.join(failures)}. "
+            f"Fix the cause and run `k2 chaos recover --journal {journal}`"
+        )
     return restored
