@@ -44,6 +44,7 @@ INVERSES: dict[str, str] = {
     "isolate": "rejoin",
     "shape": "unshape",
     "fill_disk": "free_disk",
+    "skew_clock": "unskew",
 }
 
 Probe = Callable[[float], bool]

@@ -1,0 +1,336 @@
+"""A service on Kubernetes as a chaos target: each fault is a Chaos Mesh object K2 creates and deletes.
+
+Inject = translate (k2.chaos.kubernetes.translate) -> check the webhook's rules -> create -> wait,
+with a deadline, until Chaos Mesh's `status.experiment` shows every selected pod or container
+Injected (that read-back is the effect's proof; a failed apply's message becomes `InjectionFailed`).
+Restore = delete, with the uid as precondition, every object of the primitive this run created for
+this service, then wait until each is gone: Chaos Mesh's finalizer keeps an object until its records
+are recovered, so "gone" means "recovered". K2 never removes that finalizer itself.
+
+Crash safety: `describe()` names the run id, the placement and how to reach the cluster (a kubeconfig
+path, never a credential), plus the objects created so far. An inverse rebuilt from the journal
+deletes those and any other object labelled with this run, service and primitive (an object created
+just before a crash, not yet journaled by name). Only objects carrying K2's labels for this run are
+ever deleted. Every object also carries a Chaos Mesh `duration` (the fault's, else `max_hold_s`), so
+the cluster ends it by itself even if the runner and its watchdog are both gone.
+
+Tested against an in-process fake API server only, not against a live cluster.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from k2.chaos.errors import InjectionFailed, InvalidFault, RestoreFailed, UnsafeTarget
+from k2.chaos.kubernetes.admission import check_admission
+from k2.chaos.kubernetes.api import ChaosMeshApi, ChaosStatus, ClusterAccess
+from k2.chaos.kubernetes.placement import LABEL_RUN, Placement, check_run_id, new_run_id, ownership_labels
+from k2.chaos.kubernetes.translate import PLURALS, ChaosRequest, translate
+from k2.chaos.targets.base import CPU_PERIOD_US, Effect, Probe, wait_until
+
+__all__ = ["KubernetesTarget", "ObjectRef"]
+
+# Which objects each inverse deletes, and the kind each primitive creates (for the label sweep).
+_UNDOES = {"start": ("stop", "kill"), "resume": ("pause",), "unlimit": ("limit",), "rejoin": ("isolate",),
+           "unshape": ("shape",), "free_disk": ("fill_disk",), "unskew": ("skew_clock",)}  # fmt: skip
+_PLURAL_OF = {"stop": "podchaos", "kill": "podchaos", "isolate": "networkchaos", "shape": "networkchaos",
+              "fill_disk": "iochaos", "skew_clock": "timechaos"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """A Chaos Mesh object this target created."""
+
+    kind: str
+    namespace: str
+    name: str
+    uid: str
+    primitive: str
+
+    @property
+    def plural(self) -> str:
+        return PLURALS[self.kind]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+class KubernetesTarget:
+    """One service's pods (a `Placement`) in one K2 run (`run_id`), reached through `cluster`."""
+
+    kind = "kubernetes"
+
+    def __init__(
+        self,
+        placement: Placement,
+        *,
+        cluster: ClusterAccess | None = None,
+        run_id: str | None = None,
+        inject_timeout_s: float = 60.0,
+        restore_timeout_s: float = 60.0,
+        max_hold_s: float = 3600.0,
+        objects: Iterable[ObjectRef] = (),
+    ) -> None:
+        for what, value in (("inject_timeout_s", inject_timeout_s), ("restore_timeout_s", restore_timeout_s),
+                            ("max_hold_s", max_hold_s)):  # fmt: skip
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 86400:
+                raise InvalidFault(f"{placement.service}: {what}={value!r} must be within (0, 86400] seconds")
+        self.placement = placement
+        self.name = placement.service
+        self.cluster = cluster or ClusterAccess()
+        self.run_id = check_run_id(run_id or new_run_id())
+        self.inject_timeout_s, self.restore_timeout_s, self.max_hold_s = inject_timeout_s, restore_timeout_s, max_hold_s
+        self._objects: list[ObjectRef] = list(objects)
+        self._api: ChaosMeshApi | None = None
+
+    def __repr__(self) -> str:
+        return f"KubernetesTarget({self.name!r}, namespace={self.placement.namespace!r}, run={self.run_id!r})"
+
+    # -- journal -----------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "placement": self.placement.to_dict(),
+            "cluster": self.cluster.to_dict(),
+            "run_id": self.run_id,
+            "timeouts": {"inject_s": self.inject_timeout_s, "restore_s": self.restore_timeout_s,
+                         "max_hold_s": self.max_hold_s},  # fmt: skip
+            "objects": [asdict(ref) for ref in self._objects],
+        }
+
+    @classmethod
+    def from_description(cls, desc: Mapping[str, Any]) -> KubernetesTarget:
+        try:
+            placement = Placement.from_dict(desc["placement"])
+            objects = [ObjectRef(**ref) for ref in desc.get("objects") or []]
+            timeouts = desc.get("timeouts") or {}
+            target = cls(
+                placement,
+                cluster=ClusterAccess.from_dict(desc.get("cluster") or {}),
+                run_id=desc["run_id"],
+                inject_timeout_s=timeouts.get("inject_s", 60.0),
+                restore_timeout_s=timeouts.get("restore_s", 60.0),
+                max_hold_s=timeouts.get("max_hold_s", 3600.0),
+                objects=objects,
+            )
+        except (KeyError, TypeError) as exc:
+            raise InvalidFault(f"not a kubernetes target description ({exc}): {dict(desc)!r}") from exc
+        for ref in objects:
+            if ref.kind not in PLURALS or ref.namespace != placement.namespace:
+                raise UnsafeTarget(f"journaled object {ref} is outside {placement.service}'s namespace or kinds")
+        return target
+
+    @property
+    def objects(self) -> list[ObjectRef]:
+        return list(self._objects)
+
+    def api(self) -> ChaosMeshApi:
+        if self._api is None:
+            self._api = self.cluster.connect()
+        return self._api
+
+    # -- primitives --------------------------------------------------------------------------
+
+    def stop(self, timeout: float | None = None, *, duration_s: float | None = None) -> Effect:
+        """pod-failure on every selected pod (Chaos Mesh swaps the containers' images for a pause image)."""
+        return self._apply("stop", {}, duration_s)
+
+    def kill(self, timeout: float | None = None, *, duration_s: float | None = None) -> Effect:
+        """container-kill of the placement's container; the kubelet restarts it by the pod's restart policy."""
+        return self._apply("kill", {}, duration_s)
+
+    def start(self, timeout: float | None = None, probe: Probe | None = None) -> Effect:
+        return self._remove("start", timeout, probe)
+
+    def pause(self, timeout: float = 10.0, probe: Probe | None = None) -> Effect:
+        return self._apply("pause", {}, None)  # raises Unsupported, saying why
+
+    def resume(self, timeout: float = 10.0, probe: Probe | None = None) -> Effect:
+        return self._remove("resume", timeout, None)
+
+    def limit(
+        self, cpu_quota: int | None = None, mem_limit: str | int | None = None, *, cpu_period: int = CPU_PERIOD_US
+    ) -> Effect:
+        return self._apply("limit", {"cpu_quota": cpu_quota, "mem_limit": mem_limit}, None)  # raises Unsupported
+
+    def unlimit(self, timeout: float = 10.0) -> Effect:
+        return self._remove("unlimit", timeout, None)
+
+    def isolate(
+        self,
+        mode: str = "blackhole",
+        direction: str = "both",
+        clients: list[str] | None = None,
+        *,
+        probe: Probe | None = None,
+        duration_s: float | None = None,
+    ) -> Effect:
+        return self._apply("isolate", {"mode": mode, "direction": direction, "clients": clients}, duration_s)
+
+    def rejoin(self, probe: Probe | None = None, timeout: float | None = None) -> Effect:
+        return self._remove("rejoin", timeout, probe)
+
+    def shape(
+        self,
+        toxic: str,
+        stream: str = "downstream",
+        toxicity: float = 1.0,
+        attributes: Mapping[str, Any] | None = None,
+        clients: list[str] | None = None,
+        *,
+        probe: Probe | None = None,
+        duration_s: float | None = None,
+    ) -> Effect:
+        params = {"toxic": toxic, "stream": stream, "toxicity": toxicity, "attributes": dict(attributes or {}),
+                  "clients": clients}  # fmt: skip
+        return self._apply("shape", params, duration_s)
+
+    def unshape(self, probe: Probe | None = None, timeout: float | None = None) -> Effect:
+        return self._remove("unshape", timeout, probe)
+
+    def fill_disk(
+        self, size: str | int | None = None, fullness: float | None = 1.0, *, duration_s: float | None = None
+    ) -> Effect:
+        return self._apply("fill_disk", {"size": size, "fullness": fullness}, duration_s)
+
+    def free_disk(self, timeout: float | None = None) -> Effect:
+        return self._remove("free_disk", timeout, None)
+
+    def skew_clock(
+        self, offset_seconds: float | None = None, jump_to: float | None = None, *, duration_s: float | None = None
+    ) -> Effect:
+        return self._apply("skew_clock", {"offset_seconds": offset_seconds, "jump_to": jump_to}, duration_s)
+
+    def unskew(self, timeout: float | None = None) -> Effect:
+        return self._remove("unskew", timeout, None)
+
+    # -- the two halves ----------------------------------------------------------------------
+
+    def _apply(self, primitive: str, params: dict[str, Any], duration_s: float | None) -> Effect:
+        started_at, t0 = time.time(), time.monotonic()
+        request = ChaosRequest(primitive, params, self.name, duration_s if duration_s is not None else self.max_hold_s)
+        chaos = translate(request, self.placement, self.run_id)
+        manifest = chaos.manifest()
+        check_admission(manifest)
+        api = self.api()
+        created = api.create(manifest, chaos.plural)
+        ref = ObjectRef(chaos.kind, chaos.namespace, chaos.name, str(created["metadata"]["uid"]), primitive)
+        self._objects.append(ref)
+        status = self._await_injected(api, ref)
+        if not status.injected:
+            detail = status.summary()
+            try:
+                self._delete(api, [ref], self.restore_timeout_s)
+            except Exception as undo:  # the journal keeps the fault pending for recovery
+                detail["undo_failed"] = str(undo)
+            raise InjectionFailed(
+                f"{self.name}: {ref} was not injected within {self.inject_timeout_s:g}s: {detail}. Check that the "
+                f"selector {dict(self.placement.selector)} matches running pods in namespace "
+                f"{self.placement.namespace} and that chaos-controller-manager and chaos-daemon are running"
+            )
+        measured = {"object": str(ref), "uid": ref.uid, "verified_by": "Chaos Mesh status.experiment",
+                    **status.summary()}  # fmt: skip
+        return Effect(primitive, self.name, started_at, time.monotonic() - t0, measured)
+
+    def _await_injected(self, api: ChaosMeshApi, ref: ObjectRef) -> ChaosStatus:
+        last = ChaosStatus(None)
+
+        def injected() -> bool:
+            nonlocal last
+            obj = api.get(ref.plural, ref.namespace, ref.name)
+            if obj is None:
+                raise InjectionFailed(f"{self.name}: {ref} disappeared while K2 waited for its injection")
+            last = ChaosStatus.of(obj)
+            return last.injected
+
+        wait_until(injected, self.inject_timeout_s, first=0.05, cap=1.0)
+        return last
+
+    def _remove(self, inverse: str, timeout: float | None, probe: Probe | None) -> Effect:
+        started_at, t0 = time.time(), time.monotonic()
+        primitives = _UNDOES[inverse]
+        if not any(p in _PLURAL_OF for p in primitives):  # pause, limit: never applied here
+            return Effect(inverse, self.name, started_at, 0.0, {"deleted": []}, changed=False)
+        api = self.api()
+        refs = self._owned(api, primitives)
+        deadline = timeout if timeout is not None else self.restore_timeout_s
+        deleted = self._delete(api, refs, deadline)
+        self._objects = [ref for ref in self._objects if ref.primitive not in primitives]
+        measured: dict[str, Any] = {"deleted": [str(ref) for ref in deleted], "gone": [str(ref) for ref in refs],
+                                    "verified_by": "deleted objects gone (Chaos Mesh recovered their records)"}  # fmt: skip
+        if probe is not None and refs:
+            answered = wait_until(lambda: probe(1.0), deadline, first=0.05, cap=0.5)
+            measured["probe_answered"] = answered
+            if not answered:
+                raise RestoreFailed(f"{self.name}: the chaos objects are gone but the service did not answer "
+                                    f"its probe within {deadline:g}s")  # fmt: skip
+        return Effect(inverse, self.name, started_at, time.monotonic() - t0, measured, changed=bool(refs))
+
+    def _delete(self, api: ChaosMeshApi, refs: list[ObjectRef], deadline: float) -> list[ObjectRef]:
+        """Delete `refs` (uid preconditions) and wait until each is gone; returns those this call deleted."""
+        deleted = [ref for ref in refs if api.delete(ref.plural, ref.namespace, ref.name, ref.uid)]
+        remaining = list(refs)
+
+        def all_gone() -> bool:
+            remaining[:] = [ref for ref in remaining if _still_there(api, ref)]
+            return not remaining
+
+        if not wait_until(all_gone, deadline, first=0.05, cap=1.0):
+            states = {str(ref): _state(api, ref) for ref in remaining}
+            raise RestoreFailed(
+                f"{self.name}: {len(remaining)} Chaos Mesh object(s) still present {deadline:g}s after deletion: "
+                f"{states}. Chaos Mesh removes an object only after recovering every record; check "
+                "chaos-controller-manager. K2 does not strip the finalizer (that would leave the fault applied); "
+                "run `k2 chaos recover` again once the controller works"
+            )
+        gone = {ref.uid for ref in refs}
+        self._objects = [ref for ref in self._objects if ref.uid not in gone]
+        return deleted
+
+    def _owned(self, api: ChaosMeshApi, primitives: tuple[str, ...]) -> list[ObjectRef]:
+        """The objects to delete: the journaled ones plus any labelled as this run's, service's and primitive's,
+        each re-read and checked to carry this run's labels (anything else is refused, never deleted)."""
+        found: dict[str, ObjectRef] = {ref.uid: ref for ref in self._objects if ref.primitive in primitives}
+        for primitive in primitives:
+            labels = ownership_labels(self.run_id, self.name, primitive)
+            plural = _PLURAL_OF[primitive]
+            kind = next(k for k, p in PLURALS.items() if p == plural)
+            for obj in api.list(plural, self.placement.namespace, labels):
+                meta = obj.get("metadata") or {}
+                if _owned_by(meta, labels):
+                    ref = ObjectRef(kind, self.placement.namespace, str(meta.get("name")), str(meta.get("uid")),
+                                    primitive)  # fmt: skip
+                    found.setdefault(ref.uid, ref)
+        owned = []
+        for ref in found.values():
+            obj = api.get(ref.plural, ref.namespace, ref.name)
+            if obj is None or (obj.get("metadata") or {}).get("uid") != ref.uid:
+                continue  # already gone (a same-named object of someone else is left alone)
+            labels = ownership_labels(self.run_id, self.name, ref.primitive)
+            if not _owned_by(obj.get("metadata") or {}, labels):
+                raise UnsafeTarget(
+                    f"{self.name}: {ref} does not carry K2's labels for run {self.run_id} ({labels}); K2 deletes only "
+                    "objects it created. Delete it yourself if it is a leftover"
+                )
+            owned.append(ref)
+        return owned
+
+
+def _owned_by(meta: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    present = meta.get("labels") or {}
+    return all(present.get(k) == v for k, v in labels.items()) and bool(present.get(LABEL_RUN))
+
+
+def _still_there(api: ChaosMeshApi, ref: ObjectRef) -> bool:
+    obj = api.get(ref.plural, ref.namespace, ref.name)
+    return obj is not None and (obj.get("metadata") or {}).get("uid") == ref.uid
+
+
+def _state(api: ChaosMeshApi, ref: ObjectRef) -> dict[str, Any]:
+    obj = api.get(ref.plural, ref.namespace, ref.name)
+    return {} if obj is None else ChaosStatus.of(obj).summary()
