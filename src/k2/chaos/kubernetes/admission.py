@@ -27,11 +27,22 @@ from k2.chaos.kubernetes.placement import check_name
 
 __all__ = ["admission_errors", "check_admission"]
 
-_CHAOS_KINDS = {"PodChaos": "podChaos", "NetworkChaos": "networkChaos", "TimeChaos": "timeChaos",
-                "IOChaos": "ioChaos", "StressChaos": "stressChaos", "HTTPChaos": "httpChaos",
-                "DNSChaos": "dnsChaos", "JVMChaos": "jvmChaos", "KernelChaos": "kernelChaos",
-                "BlockChaos": "blockChaos", "AWSChaos": "awsChaos", "GCPChaos": "gcpChaos",
-                "AzureChaos": "azureChaos", "PhysicalMachineChaos": "physicalmachineChaos"}  # fmt: skip
+_CHAOS_KINDS = {
+    "PodChaos": "podChaos",
+    "NetworkChaos": "networkChaos",
+    "TimeChaos": "timeChaos",
+    "IOChaos": "ioChaos",
+    "StressChaos": "stressChaos",
+    "HTTPChaos": "httpChaos",
+    "DNSChaos": "dnsChaos",
+    "JVMChaos": "jvmChaos",
+    "KernelChaos": "kernelChaos",
+    "BlockChaos": "blockChaos",
+    "AWSChaos": "awsChaos",
+    "GCPChaos": "gcpChaos",
+    "AzureChaos": "azureChaos",
+    "PhysicalMachineChaos": "physicalmachineChaos",
+}
 _RATE_UNITS = ("kbit", "mbit", "gbit", "tbit", "tbps", "gbps", "mbps", "kbps", "bps", "bit")
 _GO_INT = re.compile(r"^[+-]?[0-9]+$")
 _GO_UINT = re.compile(r"^[0-9]+$")
@@ -130,9 +141,9 @@ def _network(spec: Mapping[str, Any], path: str, errors: list[str]) -> None:
         _duration(delay.get("jitter"), f"{path}.delay.jitter", errors)
     for name in ("delay", "loss", "duplicate", "corrupt"):
         section = spec.get(name)
-        if isinstance(section, Mapping) and section.get("correlation") not in (None, ""):
-            if not _go_float(section["correlation"]):
-                errors.append(f"{path}.{name}.correlation: {section['correlation']!r} is not a float")
+        correlation = section.get("correlation") if isinstance(section, Mapping) else None
+        if correlation not in (None, "") and not _go_float(correlation):
+            errors.append(f"{path}.{name}.correlation: {section['correlation']!r} is not a float")
     for name in ("bandwidth", "rate"):
         section = spec.get(name)
         if isinstance(section, Mapping) and not _rate_ok(section.get("rate")):
@@ -190,8 +201,11 @@ def _template(template: Mapping[str, Any], path: str, names: list[str]) -> list[
         if not template.get("deadline"):
             errors.append(f"{path}.deadline: deadline in template with type Suspend could not be empty")
     elif kind in ("Serial", "Parallel"):
-        errors.extend(f"{path}.children: can not find a template with name {child!r}"
-                      for child in template.get("children") or [] if child not in names)  # fmt: skip
+        errors.extend(
+            f"{path}.children: can not find a template with name {child!r}"
+            for child in template.get("children") or []
+            if child not in names
+        )
     elif kind in _CHAOS_KINDS:
         field = _CHAOS_KINDS[kind]
         inner = template.get(field)

@@ -49,8 +49,12 @@ class ClusterAccess:
             raise InvalidFault(f"request_timeout_s={self.request_timeout_s!r} must be within (0, 300] seconds")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kubeconfig": self.kubeconfig, "context": self.context, "in_cluster": self.in_cluster,
-                "request_timeout_s": self.request_timeout_s}  # fmt: skip
+        return {
+            "kubeconfig": self.kubeconfig,
+            "context": self.context,
+            "in_cluster": self.in_cluster,
+            "request_timeout_s": self.request_timeout_s,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ClusterAccess:
@@ -116,8 +120,14 @@ class ChaosStatus:
         experiment = status.get("experiment") or {}
         records, failures = [], []
         for raw in experiment.get("containerRecords") or []:
-            records.append(Record(str(raw.get("id", "?")), str(raw.get("phase", "")),
-                                  int(raw.get("injectedCount") or 0), int(raw.get("recoveredCount") or 0)))  # fmt: skip
+            records.append(
+                Record(
+                    str(raw.get("id", "?")),
+                    str(raw.get("phase", "")),
+                    int(raw.get("injectedCount") or 0),
+                    int(raw.get("recoveredCount") or 0),
+                )
+            )
             for event in raw.get("events") or []:
                 if event.get("type") == "Failed":
                     failures.append(f"{raw.get('id')}: {event.get('operation')}: {event.get('message', '')}")
@@ -156,14 +166,33 @@ class ChaosMeshApi:
 
     def create(self, manifest: Mapping[str, Any], plural: str) -> dict[str, Any]:
         namespace = manifest["metadata"]["namespace"]
-        return self._call("create", plural, namespace, manifest["metadata"]["name"],
-                          self._objects.create_namespaced_custom_object, GROUP, VERSION, namespace, plural,
-                          dict(manifest))  # fmt: skip
+        return self._call(
+            "create",
+            plural,
+            namespace,
+            manifest["metadata"]["name"],
+            self._objects.create_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            dict(manifest),
+        )
 
     def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self._call("get", plural, namespace, name, self._objects.get_namespaced_custom_object,
-                              GROUP, VERSION, namespace, plural, name)  # fmt: skip
+            return self._call(
+                "get",
+                plural,
+                namespace,
+                name,
+                self._objects.get_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+                name,
+            )
         except KubernetesApiError as exc:
             if exc.missing_object:
                 return None
@@ -171,8 +200,18 @@ class ChaosMeshApi:
 
     def list(self, plural: str, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-        result = self._call("list", plural, namespace, selector, self._objects.list_namespaced_custom_object,
-                            GROUP, VERSION, namespace, plural, label_selector=selector)  # fmt: skip
+        result = self._call(
+            "list",
+            plural,
+            namespace,
+            selector,
+            self._objects.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            label_selector=selector,
+        )
         return list(result.get("items") or [])
 
     def delete(self, plural: str, namespace: str, name: str, uid: str) -> bool:
@@ -180,8 +219,19 @@ class ChaosMeshApi:
         belongs to another object, which is left alone)."""
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
         try:
-            self._call("delete", plural, namespace, name, self._objects.delete_namespaced_custom_object,
-                       GROUP, VERSION, namespace, plural, name, body=body)  # fmt: skip
+            self._call(
+                "delete",
+                plural,
+                namespace,
+                name,
+                self._objects.delete_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+                name,
+                body=body,
+            )
         except KubernetesApiError as exc:
             if exc.missing_object:
                 return False
@@ -211,8 +261,10 @@ class ChaosMeshApi:
         message = _message(exc.body) or exc.reason or "no message"
         what = f"{verb} {plural} {namespace}/{name} at {self.host}: HTTP {exc.status}: {message}"
         if exc.status in (401, 403):
-            return (f"{what}. Give the account K2 uses create, get, list and delete on {plural}.{GROUP} in "
-                    f"namespace {namespace} (a Role and RoleBinding)")  # fmt: skip
+            return (
+                f"{what}. Give the account K2 uses create, get, list and delete on {plural}.{GROUP} in "
+                f"namespace {namespace} (a Role and RoleBinding)"
+            )
         if exc.status == 404 and _is_unknown_resource(exc.body):
             return f"{what}. The cluster does not serve {plural}.{GROUP}/{VERSION}: install Chaos Mesh (v2.x) first"
         if exc.status in (400, 422):

@@ -38,7 +38,7 @@ def parse_go_duration(text: str) -> int:
         raise InvalidFault(f"invalid duration {text!r}: give a number with a unit, e.g. '30s', '500ms', '1h'")
     total = 0
     while s:
-        if not (s[0] == "." or s[0].isascii() and s[0].isdigit()):
+        if not (s[0] == "." or (s[0].isascii() and s[0].isdigit())):
             raise InvalidFault(f"invalid duration {text!r}: expected a number at {s!r}")
         before = len(s)
         value, s = _leading_int(s, text)
@@ -113,8 +113,13 @@ def format_go_duration(seconds: float) -> str:
     sign, ns = ("-" if ns < 0 else ""), abs(ns)
     if ns == 0:
         return "0s"
-    for unit, size in (("h", 3_600_000_000_000), ("m", 60_000_000_000), ("s", 1_000_000_000), ("ms", 1_000_000),
-                       ("us", 1_000)):  # fmt: skip
+    for unit, size in (
+        ("h", 3_600_000_000_000),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+    ):
         if ns % size == 0:
             return f"{sign}{ns // size}{unit}"
     return f"{sign}{ns}ns"

@@ -186,7 +186,9 @@ class Placement:
         known = {"service", "namespace", "selector", "container", "volume_path", "clients"}
         extra = sorted(set(data) - known)
         if extra:
-            raise InvalidFault(f"placement of {data.get('service')!r}: unknown field(s) {extra}; known: {sorted(known)}")
+            raise InvalidFault(
+                f"placement of {data.get('service')!r}: unknown field(s) {extra}; known: {sorted(known)}"
+            )
         missing = sorted({"service", "namespace", "selector"} - set(data))
         if missing:
             raise InvalidFault(f"placement of {data.get('service')!r}: missing {missing}")

@@ -140,8 +140,11 @@ def translate(request: ChaosRequest, placement: Placement, run_id: str, *, name:
         primitive=request.primitive,
         spec=spec,
         labels=ownership_labels(run_id, request.service, request.primitive),
-        annotations={"k2.chaos/request": json.dumps({"primitive": request.primitive, **request.params},
-                                                    sort_keys=True, default=str)},  # fmt: skip
+        annotations={
+            "k2.chaos/request": json.dumps(
+                {"primitive": request.primitive, **request.params}, sort_keys=True, default=str
+            )
+        },
         duration_s=request.duration_s,
         one_shot=kind == "PodChaos" and spec["action"] == "container-kill",
     )
@@ -185,8 +188,12 @@ def _kill(request: ChaosRequest, placement: Placement) -> tuple[str, dict[str, A
             f"{placement.service}: kill on Kubernetes is Chaos Mesh's container-kill, which needs the container's "
             "name: set 'container' in the service's placement"
         )
-    return "PodChaos", {"action": "container-kill", "mode": "all", "selector": _pods(placement),
-                        **_containers(placement)}  # fmt: skip
+    return "PodChaos", {
+        "action": "container-kill",
+        "mode": "all",
+        "selector": _pods(placement),
+        **_containers(placement),
+    }
 
 
 _DIRECTIONS = {"both": "both", "upstream": "from", "downstream": "to"}
@@ -258,8 +265,12 @@ def _shape(request: ChaosRequest, placement: Placement) -> tuple[str, dict[str, 
         )
     if stream not in ("upstream", "downstream"):
         raise InvalidFault(f"{service}: stream={stream!r}: use 'upstream' or 'downstream'")
-    spec: dict[str, Any] = {"mode": "all", "selector": _pods(placement),
-                            "direction": "from" if stream == "upstream" else "to", **target}  # fmt: skip
+    spec: dict[str, Any] = {
+        "mode": "all",
+        "selector": _pods(placement),
+        "direction": "from" if stream == "upstream" else "to",
+        **target,
+    }
     if toxic == "latency":
         latency = _milliseconds(attributes.get("latency", 0), "latency", service)
         jitter = _milliseconds(attributes.get("jitter", 0), "jitter", service)

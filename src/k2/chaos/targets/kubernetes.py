@@ -34,10 +34,23 @@ from k2.chaos.targets.base import CPU_PERIOD_US, Effect, Probe, wait_until
 __all__ = ["KubernetesTarget", "ObjectRef"]
 
 # Which objects each inverse deletes, and the kind each primitive creates (for the label sweep).
-_UNDOES = {"start": ("stop", "kill"), "resume": ("pause",), "unlimit": ("limit",), "rejoin": ("isolate",),
-           "unshape": ("shape",), "free_disk": ("fill_disk",), "unskew": ("skew_clock",)}  # fmt: skip
-_PLURAL_OF = {"stop": "podchaos", "kill": "podchaos", "isolate": "networkchaos", "shape": "networkchaos",
-              "fill_disk": "iochaos", "skew_clock": "timechaos"}  # fmt: skip
+_UNDOES = {
+    "start": ("stop", "kill"),
+    "resume": ("pause",),
+    "unlimit": ("limit",),
+    "rejoin": ("isolate",),
+    "unshape": ("shape",),
+    "free_disk": ("fill_disk",),
+    "unskew": ("skew_clock",),
+}
+_PLURAL_OF = {
+    "stop": "podchaos",
+    "kill": "podchaos",
+    "isolate": "networkchaos",
+    "shape": "networkchaos",
+    "fill_disk": "iochaos",
+    "skew_clock": "timechaos",
+}
 
 
 @dataclass(frozen=True)
@@ -74,8 +87,11 @@ class KubernetesTarget:
         max_hold_s: float = 3600.0,
         objects: Iterable[ObjectRef] = (),
     ) -> None:
-        for what, value in (("inject_timeout_s", inject_timeout_s), ("restore_timeout_s", restore_timeout_s),
-                            ("max_hold_s", max_hold_s)):  # fmt: skip
+        for what, value in (
+            ("inject_timeout_s", inject_timeout_s),
+            ("restore_timeout_s", restore_timeout_s),
+            ("max_hold_s", max_hold_s),
+        ):
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 86400:
                 raise InvalidFault(f"{placement.service}: {what}={value!r} must be within (0, 86400] seconds")
         self.placement = placement
@@ -98,8 +114,11 @@ class KubernetesTarget:
             "placement": self.placement.to_dict(),
             "cluster": self.cluster.to_dict(),
             "run_id": self.run_id,
-            "timeouts": {"inject_s": self.inject_timeout_s, "restore_s": self.restore_timeout_s,
-                         "max_hold_s": self.max_hold_s},  # fmt: skip
+            "timeouts": {
+                "inject_s": self.inject_timeout_s,
+                "restore_s": self.restore_timeout_s,
+                "max_hold_s": self.max_hold_s,
+            },
             "objects": [asdict(ref) for ref in self._objects],
         }
 
@@ -186,8 +205,13 @@ class KubernetesTarget:
         probe: Probe | None = None,
         duration_s: float | None = None,
     ) -> Effect:
-        params = {"toxic": toxic, "stream": stream, "toxicity": toxicity, "attributes": dict(attributes or {}),
-                  "clients": clients}  # fmt: skip
+        params = {
+            "toxic": toxic,
+            "stream": stream,
+            "toxicity": toxicity,
+            "attributes": dict(attributes or {}),
+            "clients": clients,
+        }
         return self._apply("shape", params, duration_s)
 
     def unshape(self, probe: Probe | None = None, timeout: float | None = None) -> Effect:
@@ -233,8 +257,12 @@ class KubernetesTarget:
                 f"selector {dict(self.placement.selector)} matches running pods in namespace "
                 f"{self.placement.namespace} and that chaos-controller-manager and chaos-daemon are running"
             )
-        measured = {"object": str(ref), "uid": ref.uid, "verified_by": "Chaos Mesh status.experiment",
-                    **status.summary()}  # fmt: skip
+        measured = {
+            "object": str(ref),
+            "uid": ref.uid,
+            "verified_by": "Chaos Mesh status.experiment",
+            **status.summary(),
+        }
         return Effect(primitive, self.name, started_at, time.monotonic() - t0, measured)
 
     def _await_injected(self, api: ChaosMeshApi, ref: ObjectRef) -> ChaosStatus:
@@ -261,14 +289,19 @@ class KubernetesTarget:
         deadline = timeout if timeout is not None else self.restore_timeout_s
         deleted = self._delete(api, refs, deadline)
         self._objects = [ref for ref in self._objects if ref.primitive not in primitives]
-        measured: dict[str, Any] = {"deleted": [str(ref) for ref in deleted], "gone": [str(ref) for ref in refs],
-                                    "verified_by": "deleted objects gone (Chaos Mesh recovered their records)"}  # fmt: skip
+        measured: dict[str, Any] = {
+            "deleted": [str(ref) for ref in deleted],
+            "gone": [str(ref) for ref in refs],
+            "verified_by": "deleted objects gone (Chaos Mesh recovered their records)",
+        }
         if probe is not None and refs:
             answered = wait_until(lambda: probe(1.0), deadline, first=0.05, cap=0.5)
             measured["probe_answered"] = answered
             if not answered:
-                raise RestoreFailed(f"{self.name}: the chaos objects are gone but the service did not answer "
-                                    f"its probe within {deadline:g}s")  # fmt: skip
+                raise RestoreFailed(
+                    f"{self.name}: the chaos objects are gone but the service did not answer "
+                    f"its probe within {deadline:g}s"
+                )
         return Effect(inverse, self.name, started_at, time.monotonic() - t0, measured, changed=bool(refs))
 
     def _delete(self, api: ChaosMeshApi, refs: list[ObjectRef], deadline: float) -> list[ObjectRef]:
@@ -303,8 +336,9 @@ class KubernetesTarget:
             for obj in api.list(plural, self.placement.namespace, labels):
                 meta = obj.get("metadata") or {}
                 if _owned_by(meta, labels):
-                    ref = ObjectRef(kind, self.placement.namespace, str(meta.get("name")), str(meta.get("uid")),
-                                    primitive)  # fmt: skip
+                    ref = ObjectRef(
+                        kind, self.placement.namespace, str(meta.get("name")), str(meta.get("uid")), primitive
+                    )
                     found.setdefault(ref.uid, ref)
         owned = []
         for ref in found.values():
