@@ -191,6 +191,21 @@ def cmd_chaos_halt(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chaos_export(args: argparse.Namespace) -> int:
+    """Chaos Mesh manifests for a fault-list file, to `kubectl apply` on a cluster."""
+    from k2.chaos.kubernetes.export import export_manifests, load_scenario, render_yaml
+
+    manifests = export_manifests(load_scenario(args.scenario))
+    text = render_yaml(manifests, args.scenario.name)
+    if args.output is None:
+        sys.stdout.write(text)  # verbatim: no console markup or wrapping in a manifest
+    else:
+        args.output.write_text(text, encoding="utf-8")
+        kinds = ", ".join(f"{m['kind']} {m['metadata']['name']}" for m in manifests)
+        console.print(f"wrote {args.output}: {kinds} (not tested against a live cluster)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="k2", description="K2 chaos testing framework and its platform")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -249,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     chalt = with_data_dir(chaos.add_parser("halt", help="restore every active fault now and stop the run"))
     chalt.add_argument("--journal", type=Path, default=None)
     chalt.set_defaults(func=cmd_chaos_halt)
+    export = chaos.add_parser("export", help="Chaos Mesh manifests (a Workflow for several faults) for kubectl apply")
+    export.add_argument("--backend", choices=("kubernetes",), default="kubernetes", help="only Chaos Mesh so far")
+    export.add_argument("scenario", type=Path, help="fault-list file (YAML or JSON): services' placement and faults")
+    export.add_argument("-o", "--output", type=Path, default=None, help="write here instead of to stdout")
+    export.set_defaults(func=cmd_chaos_export)
 
     smoke = with_data_dir(sub.add_parser("smoke", help="up, a round trip through each service, summary, down"))
     smoke.add_argument("--keep", action="store_true", help="leave the stack running")

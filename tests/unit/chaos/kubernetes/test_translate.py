@@ -4,6 +4,7 @@ No cluster is involved: not tested against a live cluster."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -189,3 +190,19 @@ def test_the_strict_validator_refuses_unknown_fields() -> None:
     m = build("stop")
     m["metadata"]["labelz"] = {}
     assert schema_errors(m)
+
+
+def test_missing_crds_fail_loudly_instead_of_skipping(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from tests.unit.chaos.kubernetes import crds
+
+    monkeypatch.setenv(crds.ENV, str(tmp_path / "absent.yaml"))
+    crds._crds.cache_clear()
+    crds.validator.cache_clear()
+    try:
+        with pytest.raises(pytest.fail.Exception, match="Chaos Mesh CRDs not found"):
+            crds.schema_errors({"kind": "PodChaos"})
+    finally:
+        crds._crds.cache_clear()
+        crds.validator.cache_clear()
+    monkeypatch.delenv(crds.ENV)
+    assert crds.crd_path().is_file()  # found beside the checkout, as CI lays shared/ beside its clone
