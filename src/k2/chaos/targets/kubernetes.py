@@ -27,7 +27,7 @@ from typing import Any
 from k2.chaos.errors import InjectionFailed, InvalidFault, RestoreFailed, UnsafeTarget
 from k2.chaos.kubernetes.admission import check_admission
 from k2.chaos.kubernetes.api import ChaosMeshApi, ChaosStatus, ClusterAccess
-from k2.chaos.kubernetes.placement import LABEL_RUN, Placement, check_run_id, new_run_id, ownership_labels
+from k2.chaos.kubernetes.placement import Placement, check_run_id, new_run_id, ownership_labels
 from k2.chaos.kubernetes.translate import PLURALS, ChaosRequest, translate
 from k2.chaos.targets.base import CPU_PERIOD_US, Effect, Probe, wait_until
 
@@ -357,7 +357,7 @@ class KubernetesTarget:
 
 def _owned_by(meta: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     present = meta.get("labels") or {}
-    return all(present.get(k) == v for k, v in labels.items()) and bool(present.get(LABEL_RUN))
+    return all(present.get(k) == v for k, v in labels.items())
 
 
 def _still_there(api: ChaosMeshApi, ref: ObjectRef) -> bool:

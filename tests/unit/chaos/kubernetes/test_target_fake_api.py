@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from tests.unit.chaos.kubernetes.fake_apiserver import FakeCluster, FakePod, fake_api_server
 
-from k2.chaos.errors import InjectionFailed, RestoreFailed, Unsupported
+from k2.chaos.errors import InjectionFailed, RestoreFailed, UnsafeTarget, Unsupported
 from k2.chaos.journal import Journal
 from k2.chaos.kubernetes import Placement
 from k2.chaos.kubernetes.api import ClusterAccess, KubernetesApiError
@@ -270,3 +270,23 @@ def test_the_fake_api_server_refuses_what_a_strict_server_would(fake: tuple[Fake
     del bad["spec"]["containerName"]
     with pytest.raises(KubernetesApiError, match="HTTP 400.*containerNames"):
         api.create(bad, "podchaos")
+
+
+def test_a_journal_naming_a_foreign_object_is_refused(fake: tuple[FakeCluster, Path]) -> None:
+    """A tampered or stale journal that names someone else's object (uid and all) gets it refused, not deleted."""
+    cluster, kubeconfig = fake
+    kafka = target(kubeconfig)
+    foreign = {"apiVersion": "chaos-mesh.org/v1alpha1", "kind": "PodChaos",
+               "metadata": {"name": "prod-experiment", "namespace": "shop", "labels": {"team": "sre"}},
+               "spec": {"action": "pod-failure", "mode": "all", "selector": {"labelSelectors": {"app": "kafka"}},
+                        "duration": "1h"}}  # fmt: skip
+    created = kafka.api().create(foreign, "podchaos")
+    desc = kafka.describe()
+    desc["objects"] = [{"kind": "PodChaos", "namespace": "shop", "name": "prod-experiment",
+                        "uid": created["metadata"]["uid"], "primitive": "stop"}]  # fmt: skip
+    with pytest.raises(UnsafeTarget, match="K2 deletes only objects it created"):
+        target_from_description(desc).start()
+    assert ("podchaos", "shop", "prod-experiment") in cluster.objects
+    desc["objects"][0]["namespace"] = "kube-system"
+    with pytest.raises(UnsafeTarget, match="outside"):
+        target_from_description(desc)
