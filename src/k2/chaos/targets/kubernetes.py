@@ -19,6 +19,7 @@ Tested against an in-process fake API server only, not against a live cluster.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -100,6 +101,7 @@ class KubernetesTarget:
         self.run_id = check_run_id(run_id or new_run_id())
         self.inject_timeout_s, self.restore_timeout_s, self.max_hold_s = inject_timeout_s, restore_timeout_s, max_hold_s
         self._objects: list[ObjectRef] = list(objects)
+        self._lock = threading.Lock()  # a fault's timer thread restores while another fault may inject
         self._api: ChaosMeshApi | None = None
 
     def __repr__(self) -> str:
@@ -119,7 +121,7 @@ class KubernetesTarget:
                 "restore_s": self.restore_timeout_s,
                 "max_hold_s": self.max_hold_s,
             },
-            "objects": [asdict(ref) for ref in self._objects],
+            "objects": [asdict(ref) for ref in self.objects],
         }
 
     @classmethod
@@ -137,7 +139,7 @@ class KubernetesTarget:
                 max_hold_s=timeouts.get("max_hold_s", 3600.0),
                 objects=objects,
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise InvalidFault(f"not a kubernetes target description ({exc}): {dict(desc)!r}") from exc
         for ref in objects:
             if ref.kind not in PLURALS or ref.namespace != placement.namespace:
@@ -146,12 +148,14 @@ class KubernetesTarget:
 
     @property
     def objects(self) -> list[ObjectRef]:
-        return list(self._objects)
+        with self._lock:
+            return list(self._objects)
 
     def api(self) -> ChaosMeshApi:
-        if self._api is None:
-            self._api = self.cluster.connect()
-        return self._api
+        with self._lock:
+            if self._api is None:
+                self._api = self.cluster.connect()
+            return self._api
 
     # -- primitives --------------------------------------------------------------------------
 
@@ -244,7 +248,8 @@ class KubernetesTarget:
         api = self.api()
         created = api.create(manifest, chaos.plural)
         ref = ObjectRef(chaos.kind, chaos.namespace, chaos.name, str(created["metadata"]["uid"]), primitive)
-        self._objects.append(ref)
+        with self._lock:
+            self._objects.append(ref)
         status = self._await_injected(api, ref)
         if not status.injected:
             detail = status.summary()
@@ -285,10 +290,12 @@ class KubernetesTarget:
         if not any(p in _PLURAL_OF for p in primitives):  # pause, limit: never applied here
             return Effect(inverse, self.name, started_at, 0.0, {"deleted": []}, changed=False)
         api = self.api()
+        known = {ref.uid for ref in self.objects if ref.primitive in primitives}
         refs = self._owned(api, primitives)
         deadline = timeout if timeout is not None else self.restore_timeout_s
         deleted = self._delete(api, refs, deadline)
-        self._objects = [ref for ref in self._objects if ref.primitive not in primitives]
+        with self._lock:  # journaled ones found already gone are done with too
+            self._objects = [ref for ref in self._objects if ref.uid not in known]
         measured: dict[str, Any] = {
             "deleted": [str(ref) for ref in deleted],
             "gone": [str(ref) for ref in refs],
@@ -322,13 +329,14 @@ class KubernetesTarget:
                 "run `k2 chaos recover` again once the controller works"
             )
         gone = {ref.uid for ref in refs}
-        self._objects = [ref for ref in self._objects if ref.uid not in gone]
+        with self._lock:
+            self._objects = [ref for ref in self._objects if ref.uid not in gone]
         return deleted
 
     def _owned(self, api: ChaosMeshApi, primitives: tuple[str, ...]) -> list[ObjectRef]:
         """The objects to delete: the journaled ones plus any labelled as this run's, service's and primitive's,
         each re-read and checked to carry this run's labels (anything else is refused, never deleted)."""
-        found: dict[str, ObjectRef] = {ref.uid: ref for ref in self._objects if ref.primitive in primitives}
+        found: dict[str, ObjectRef] = {ref.uid: ref for ref in self.objects if ref.primitive in primitives}
         for primitive in primitives:
             labels = ownership_labels(self.run_id, self.name, primitive)
             plural = _PLURAL_OF[primitive]

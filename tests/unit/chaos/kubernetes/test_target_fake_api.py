@@ -290,3 +290,11 @@ def test_a_journal_naming_a_foreign_object_is_refused(fake: tuple[FakeCluster, P
     desc["objects"][0]["namespace"] = "kube-system"
     with pytest.raises(UnsafeTarget, match="outside"):
         target_from_description(desc)
+
+
+def test_an_object_deleted_by_someone_else_is_forgotten_on_restore(fake: tuple[FakeCluster, Path]) -> None:
+    cluster, kubeconfig = fake
+    kafka = target(kubeconfig)
+    kafka.skew_clock(offset_seconds=5)
+    cluster.objects.clear()  # e.g. `kubectl delete` by an operator
+    assert kafka.unskew().changed is False and kafka.objects == []
