@@ -143,7 +143,7 @@ def _network(spec: Mapping[str, Any], path: str, errors: list[str]) -> None:
         section = spec.get(name)
         correlation = section.get("correlation") if isinstance(section, Mapping) else None
         if correlation not in (None, "") and not _go_float(correlation):
-            errors.append(f"{path}.{name}.correlation: {section['correlation']!r} is not a float")
+            errors.append(f"{path}.{name}.correlation: {correlation!r} is not a float")
     for name in ("bandwidth", "rate"):
         section = spec.get(name)
         if isinstance(section, Mapping) and not _rate_ok(section.get("rate")):

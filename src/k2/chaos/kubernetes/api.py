@@ -166,7 +166,7 @@ class ChaosMeshApi:
 
     def create(self, manifest: Mapping[str, Any], plural: str) -> dict[str, Any]:
         namespace = manifest["metadata"]["namespace"]
-        return self._call(
+        created: dict[str, Any] = self._call(
             "create",
             plural,
             namespace,
@@ -178,10 +178,11 @@ class ChaosMeshApi:
             plural,
             dict(manifest),
         )
+        return created
 
     def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self._call(
+            found: dict[str, Any] = self._call(
                 "get",
                 plural,
                 namespace,
@@ -197,6 +198,7 @@ class ChaosMeshApi:
             if exc.missing_object:
                 return None
             raise
+        return found
 
     def list(self, plural: str, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))

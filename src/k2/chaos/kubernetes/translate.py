@@ -22,7 +22,7 @@ import json
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from k2.chaos.errors import InvalidFault, Unsupported
 from k2.chaos.kubernetes.durations import format_go_duration
@@ -157,7 +157,7 @@ def object_name(service: str, primitive: str, run_id: str) -> str:
     return head + suffix
 
 
-def _unsupported_primitive(request: ChaosRequest) -> Any:
+def _unsupported_primitive(request: ChaosRequest) -> NoReturn:
     reasons = {
         "pause": "Chaos Mesh has no freeze: pod-failure restarts the containers with a pause image, which is a stop. "
         "Use service_failure(mode='stop'), or freeze the process inside the pod with a privileged debug container",

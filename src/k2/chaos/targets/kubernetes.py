@@ -350,11 +350,11 @@ class KubernetesTarget:
                     found.setdefault(ref.uid, ref)
         owned = []
         for ref in found.values():
-            obj = api.get(ref.plural, ref.namespace, ref.name)
-            if obj is None or (obj.get("metadata") or {}).get("uid") != ref.uid:
+            current = api.get(ref.plural, ref.namespace, ref.name)
+            if current is None or (current.get("metadata") or {}).get("uid") != ref.uid:
                 continue  # already gone (a same-named object of someone else is left alone)
             labels = ownership_labels(self.run_id, self.name, ref.primitive)
-            if not _owned_by(obj.get("metadata") or {}, labels):
+            if not _owned_by(current.get("metadata") or {}, labels):
                 raise UnsafeTarget(
                     f"{self.name}: {ref} does not carry K2's labels for run {self.run_id} ({labels}); K2 deletes only "
                     "objects it created. Delete it yourself if it is a leftover"
