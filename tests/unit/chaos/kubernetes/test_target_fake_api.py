@@ -192,8 +192,9 @@ def test_recovery_after_a_crash_between_create_and_journal_update(
     assert entry.restore is not None and entry.restore["changed"] and cluster.objects == {}
 
 
-def test_runner_sigkilled_mid_fault_is_recovered_by_the_watchdog(
-    fake: tuple[FakeCluster, Path], tmp_path: Path
+@pytest.mark.parametrize("recoverer", ["watchdog", "k2 chaos recover"])
+def test_runner_sigkilled_mid_fault_is_recovered(
+    fake: tuple[FakeCluster, Path], tmp_path: Path, recoverer: str
 ) -> None:
     cluster, kubeconfig = fake
     journal_path = tmp_path / "journal.jsonl"
@@ -206,7 +207,8 @@ def test_runner_sigkilled_mid_fault_is_recovered_by_the_watchdog(
         from k2.chaos.targets.kubernetes import KubernetesTarget
         placement = Placement.from_dict({PLACEMENT.to_dict()!r})
         kafka = KubernetesTarget(placement, cluster=ClusterAccess({str(kubeconfig)!r}), run_id="run0003")
-        with ChaosSession({{"kafka": kafka}}, {str(journal_path)!r}, network={{"kafka": kafka}}):
+        watchdog = {recoverer == "watchdog"!r}
+        with ChaosSession({{"kafka": kafka}}, {str(journal_path)!r}, network={{"kafka": kafka}}, watchdog=watchdog):
             with inject_latency("kafka", latency_ms=150, jitter_ms=0):
                 print("held", flush=True)
                 time.sleep(120)
@@ -218,7 +220,12 @@ def test_runner_sigkilled_mid_fault_is_recovered_by_the_watchdog(
         assert obj["spec"]["delay"]["latency"] == "150ms"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
-        assert wait_until(lambda: not cluster.objects, 20, first=0.05, cap=0.2), "the watchdog did not delete it"
+        if recoverer == "k2 chaos recover":
+            assert cluster.objects  # nothing else restores it
+            recover = [str(Path(sys.executable).with_name("k2")), "chaos", "recover", "--journal", str(journal_path)]
+            done = subprocess.run(recover, capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+        assert wait_until(lambda: not cluster.objects, 20, first=0.05, cap=0.2), f"{recoverer} did not delete it"
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
