@@ -2,8 +2,8 @@
 
 The CRDs are reference data outside the repository (../shared/reference/chaos-mesh/crd-v2.8.3.yaml
 next to the project, or $K2_CHAOS_MESH_CRDS). They are never copied into the repository, and a
-missing file FAILS the tests that need it (no skip): CI lays shared/ beside the clone, so absence there
-is a real breakage.
+missing file FAILS the tests that need it (no skip). A clean clone of a local checkout (CI's) finds it
+beside its origin.
 
 Strict means `kubectl apply --validate=strict`: a field the schema does not declare is an error, not
 pruned. The OpenAPI v3 schemas are turned into JSON Schema (draft 4, whose boolean exclusiveMinimum
@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -52,10 +53,27 @@ def crd_path() -> Path:
     if os.environ.get(ENV):
         return Path(os.environ[ENV])
     repo = Path(__file__).resolve().parents[4]
-    for parent in (repo, *repo.parents):
-        if (parent / _REL).is_file():
-            return parent / _REL
+    for root in (repo, *_origin(repo)):
+        for parent in (root, *root.parents):
+            if (parent / _REL).is_file():
+                return parent / _REL
     return repo.parent / _REL
+
+
+def _origin(repo: Path) -> list[Path]:
+    """A clean clone of a local checkout (how CI tests main) sits wherever CI put it; the checkout it came
+    from still has shared/ beside it, so look beside the clone's origin too."""
+    try:
+        url = subprocess.run(
+            ["git", "-C", str(repo), "config", "--get", "remote.origin.url"],
+            capture_output=True, text=True, timeout=10, check=False,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if not url or "://" in url or url.startswith("git@"):
+        return []
+    path = Path(url.removeprefix("file:"))
+    return [path.resolve()] if path.is_absolute() and path.exists() else []
 
 
 @functools.cache
