@@ -8,6 +8,13 @@ Exactly-once bookkeeping lives in the tables themselves: every append's snapshot
 next_offset that belongs in this table is in this table". A writer that restarts (or retries a commit
 whose outcome it never saw) reads it back and drops rows below it, so a row is never written twice and
 Kafka offsets may lag behind without harm.
+
+That bookkeeping holds only if a commit that lost a race reaches K2: pyiceberg (0.12) would otherwise retry
+it by itself (`commit.retry.num-retries`, default 4), rebasing the append onto the newer snapshot while
+keeping the stale `k2.offsets` it was built with. Rows another writer had just committed were then
+appended again and the recorded offsets went backwards. K2's tables therefore carry
+`commit.retry.num-retries=0` (set at creation, and on any older table before K2 appends to it), so a
+conflict raises CommitFailedException and `write_exactly_once` re-reads the table and drops what is there.
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
-from pyiceberg.table import Table
+from pyiceberg.table import Table, TableProperties
+from pyiceberg.table.snapshots import Snapshot
 from pyiceberg.transforms import DayTransform
 from pyiceberg.types import (
     DecimalType,
@@ -47,15 +55,19 @@ __all__ = [
     "build_catalog",
     "classify_failure",
     "iceberg_schema",
+    "offsets_of",
     "open_table",
     "stored_offsets",
     "table_identifier",
+    "without_internal_retry",
     "write_exactly_once",
 ]
 
 log = logging.getLogger(__name__)
 
 OFFSETS_PROPERTY = "k2.offsets"
+# pyiceberg must not retry a conflicting commit itself (see the module docstring): the conflict must reach K2
+NO_INTERNAL_RETRY = {TableProperties.COMMIT_NUM_RETRIES: "0"}
 KINDS = ("trade", "quote")
 Offsets = dict[str, dict[int, int]]  # topic -> partition -> next offset
 
@@ -149,24 +161,45 @@ def open_table(catalog: SqlCatalog, namespace: str, kind: str, asset_class: str,
     """Load a table; with create=True make the namespace and table first if missing. None if absent."""
     ident = table_identifier(namespace, kind, asset_class)
     try:
-        return catalog.load_table(ident)
+        return without_internal_retry(catalog.load_table(ident))
     except NoSuchTableError:
         if not create:
             return None
     catalog.create_namespace_if_not_exists(namespace)
     schema = iceberg_schema(kind)
-    table = catalog.create_table_if_not_exists(ident, schema=schema, partition_spec=partition_spec(schema))
+    table = catalog.create_table_if_not_exists(
+        ident, schema=schema, partition_spec=partition_spec(schema), properties=NO_INTERNAL_RETRY
+    )
     log.info("iceberg: created table %s", ident)
-    return table
+    return without_internal_retry(table)  # created earlier by someone else, perhaps without the property
+
+
+def without_internal_retry(table: Table) -> Table:
+    """The table, with pyiceberg's own commit retry switched off (a metadata-only commit, once per table).
+
+    Raises CommitFailedException when the table changed meanwhile: the caller re-reads it, as for an append.
+    """
+    if all(table.properties.get(name) == value for name, value in NO_INTERNAL_RETRY.items()):
+        return table
+    log.info("iceberg: switching off pyiceberg's internal commit retry on %s", table.name())
+    return table.transaction().set_properties(NO_INTERNAL_RETRY).commit_transaction()
+
+
+def offsets_of(snapshot: Snapshot) -> Offsets | None:
+    """The `k2.offsets` a snapshot recorded, or None for a snapshot K2 did not write."""
+    raw = snapshot.summary[OFFSETS_PROPERTY] if snapshot.summary is not None else None
+    if not raw:
+        return None
+    return {topic: {int(p): int(o) for p, o in parts.items()} for topic, parts in json.loads(raw).items()}
 
 
 def stored_offsets(table: Table) -> Offsets:
     """The `k2.offsets` of the newest snapshot that has them (walking back past foreign snapshots)."""
     snapshot = table.current_snapshot()
     while snapshot is not None:
-        raw = snapshot.summary[OFFSETS_PROPERTY] if snapshot.summary is not None else None
-        if raw:
-            return {topic: {int(p): int(o) for p, o in parts.items()} for topic, parts in json.loads(raw).items()}
+        offsets = offsets_of(snapshot)
+        if offsets is not None:
+            return offsets
         parent = snapshot.parent_snapshot_id
         snapshot = table.snapshot_by_id(parent) if parent is not None else None
     return {}
@@ -225,11 +258,12 @@ def write_exactly_once(
     dropped = 0
     for attempt in range(attempts):
         table = get_table()
-        stored = stored_offsets(table)
-        dropped += buffer.keep_from(stored.get(topic, {}))
-        if buffer.size == 0:
-            return 0, dropped
         try:
+            table = without_internal_retry(table)
+            stored = stored_offsets(table)
+            dropped += buffer.keep_from(stored.get(topic, {}))
+            if buffer.size == 0:
+                return 0, dropped
             append_with_offsets(
                 table, rows_to_arrow(buffer.kind, buffer.columns), merge_offsets(stored, {topic: dict(positions)})
             )

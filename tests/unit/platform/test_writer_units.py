@@ -30,6 +30,7 @@ from k2.platform.errors import (
     WriterError,
 )
 from k2.platform.schemas import load_schema_str, parsed_schema
+from k2.platform.table_audit import audit_table
 from k2.platform.validation import validate_trade
 
 CONFIG = PlatformConfig(
@@ -158,3 +159,43 @@ def test_failures_map_to_the_service_that_failed() -> None:
     assert isinstance(tables.classify_failure(ValueError("bug"), "x"), ValueError)
     already = WriterError("typed")
     assert tables.classify_failure(already, "x") is already
+
+
+def test_a_stale_writer_does_not_append_rows_another_writer_just_committed(catalog: SqlCatalog) -> None:
+    """Issue #10's minimal repro: A reads the table; B appends partition-0 rows 0-9; A appends the same rows from
+    its stale view. pyiceberg's own commit retry would rebase A's append: 20 rows and offsets from A's stale view."""
+    table = tables.open_table(catalog, "market", "trade", "crypto", create=True)
+    rows = [trade(i) for i in range(10)]
+    stale_a = catalog.load_table(tables.table_identifier("market", "trade", "crypto"))
+    assert tables.write_exactly_once(table.refresh, buffer_of(rows, 0, 0), "t", {0: 10}) == (10, 0)  # B
+    views = iter([stale_a])
+    written = tables.write_exactly_once(
+        lambda: next(views, None) or table.refresh(), buffer_of(rows, 0, 0), "t", {0: 10}
+    )
+    assert written == (0, 10)
+    assert table.refresh().scan().to_arrow().num_rows == 10
+    assert audit_table(table) == []
+
+
+def test_tables_made_before_the_fix_lose_pyicebergs_internal_retry_before_k2_appends(catalog: SqlCatalog) -> None:
+    schema = tables.iceberg_schema("trade")
+    catalog.create_namespace("market")
+    old = catalog.create_table("market.trades_fx", schema=schema, partition_spec=tables.partition_spec(schema))
+    assert "commit.retry.num-retries" not in old.properties
+    opened = tables.open_table(catalog, "market", "trade", "fx", create=False)
+    assert opened is not None and opened.properties["commit.retry.num-retries"] == "0"
+
+
+def test_the_audit_finds_offsets_that_went_backwards_and_rows_above_them(catalog: SqlCatalog) -> None:
+    table = tables.open_table(catalog, "market", "trade", "crypto", create=True)
+    assert table is not None
+    tables.write_exactly_once(table.refresh, buffer_of([trade(i) for i in range(10)], 0, 0), "t", {0: 10})
+    assert audit_table(table.refresh()) == []
+    # what pyiceberg's internal retry used to commit: rows 10-14, but the offsets of a stale view (partition 0 at 3)
+    late = buffer_of([trade(i) for i in range(10, 15)], 0, 10)
+    tables.append_with_offsets(table.refresh(), tables.rows_to_arrow("trade", late.columns), {"t": {0: 3}})
+    problems = audit_table(table.refresh())
+    assert [(p.kind, p.partition) for p in problems] == [("offsets_regressed", 0), ("row_above_offsets", 0)]
+    assert "from 10 back to 3" in problems[0].detail and "offset 14" in problems[1].detail
+    tables.append_with_offsets(table.refresh(), tables.rows_to_arrow("trade", late.columns), {"t": {0: 15}})
+    assert [p.kind for p in audit_table(table.refresh())].count("duplicate_position") == 5
