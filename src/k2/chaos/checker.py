@@ -3,11 +3,17 @@
 This is what turns "the test passed" into "nothing acknowledged was lost": for every sink (a Kafka topic, an
 Iceberg table, ...) it reports acknowledged operations that are missing (lost), keys seen more than once
 (duplicated), keys nobody wrote (unexpected), per-group sequence going backwards where the sink promises
-order (reordered, opt-in per source), contents that differ from what was written (mismatched), and what
-became of operations whose outcome was unknown or failed.
+order (reordered, opt-in per source), contents that differ from what was written (mismatched), records a
+reader found but could not decode (unreadable: never skipped silently; an acknowledged record among them is
+lost), and what became of operations whose outcome was unknown or failed. Where a source's positions are
+the ones acknowledgements report (a Kafka topic: partition and offset), an acknowledgement that named the
+wrong position is a third-party anomaly (k2.chaos.anomaly), reported beside the verdict.
+
+Every operation is classified exactly once: invoked = acknowledged + failed + unknown + pending, failed =
+failed_absent + failed_but_present, unknown + pending = maybe_committed + not_committed (`accounting()`).
 
     observed = wait_drained(read_topic, ledger.acked_keys(), timeout=60)
-    result = check(ledger, observed, name="kafka-pause", ordered=["trades"])
+    result = check(ledger, observed, name="kafka-pause", ordered=["trades"], ack_positions=["trades"])
     assert not result.data_loss, result.summary()
 """
 
@@ -18,67 +24,26 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
+from k2.chaos.anomaly import WRONG_ACK_OFFSET, Anomaly, summarize
+from k2.chaos.findings import Duplicate, Lost, Mismatch, Observed, Reorder, Unreadable
 from k2.chaos.ledger import Ledger, Op, OpState
 
-__all__ = ["CheckResult", "Duplicate", "Lost", "Mismatch", "Observed", "Reorder", "check", "wait_drained"]
+__all__ = [
+    "CheckResult",
+    "Duplicate",
+    "Lost",
+    "Mismatch",
+    "Observed",
+    "Reorder",
+    "Unreadable",
+    "check",
+    "wait_drained",
+]
 
 log = logging.getLogger(__name__)
 NO_SINK = "(no sink observed)"
-
-
-class Observed(NamedTuple):
-    """One record as an independent reader found it. `position` orders records within an ordered source
-    (e.g. the offset, or (partition, offset)); `digest` is compared with the ledger's payload digest if both are set."""
-
-    key: str
-    group: str | None
-    seq: int | None
-    source: str
-    position: Any = None
-    digest: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Lost:
-    key: str
-    source: str
-    group: str | None
-    seq: int | None
-    partition: int | None
-    offset: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Duplicate:
-    key: str
-    source: str
-    count: int
-    positions: list[Any]
-    acknowledged: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Reorder:
-    """`key` (seq) was found after `after_key` (after_seq) although its seq is lower."""
-
-    source: str
-    group: str | None
-    key: str
-    seq: int
-    after_key: str
-    after_seq: int
-    position: Any
-
-
-@dataclass(frozen=True, slots=True)
-class Mismatch:
-    key: str
-    source: str
-    field: str
-    expected: Any
-    observed: Any
 
 
 @dataclass
@@ -100,6 +65,8 @@ class CheckResult:
     not_committed: list[str] = field(default_factory=list)  # unknown/pending and absent
     failed_but_present: list[str] = field(default_factory=list)
     failed_absent: int = 0
+    unreadable: list[Unreadable] = field(default_factory=list)
+    anomalies: list[Anomaly] = field(default_factory=list)  # third-party breaches: beside the verdict, not in it
 
     @property
     def data_loss(self) -> bool:
@@ -116,12 +83,38 @@ class CheckResult:
             "reordered": self.reordered,
             "mismatched": self.mismatched,
             "partially_present": self.partially_present,
+            "unreadable": self.unreadable,
         }
         return [kind for kind, items in found.items() if items]
 
     @property
     def clean(self) -> bool:
         return not self.violations
+
+    def accounting(self) -> list[str]:
+        """Ways the counts fail to add up (see the module docstring); [] when every operation is classified once."""
+        c = self.counts
+        problems = []
+        states = c["acknowledged"] + c["failed"] + c["unknown"] + c["pending"]
+        if c["invoked"] != states:
+            problems.append(f"invoked {c['invoked']} != acknowledged + failed + unknown + pending = {states}")
+        if c["failed"] != self.failed_absent + len(self.failed_but_present):
+            problems.append(
+                f"failed {c['failed']} != absent {self.failed_absent} + present {len(self.failed_but_present)}"
+            )
+        undecided = len(self.maybe_committed) + len(self.not_committed)
+        if c["unknown"] + c["pending"] != undecided:
+            problems.append(f"unknown + pending {c['unknown'] + c['pending']} != maybe + not committed {undecided}")
+        if len({x.key for x in self.lost}) > c["acknowledged"]:
+            problems.append(f"more keys lost than acknowledged ({c['acknowledged']})")
+        return problems
+
+    def remarks(self) -> str:
+        """The anomalies, one clause with an example each kind, for the verdict's reason; '' when none."""
+        if not self.anomalies:
+            return ""
+        firsts = {a.kind: a for a in reversed(self.anomalies)}
+        return f"anomalies: {summarize(self.anomalies)} (e.g. {'; '.join(a.describe() for a in firsts.values())})"
 
     def summary(self, examples: int = 5) -> str:
         """One paragraph for logs and assertion messages: counts plus the first few keys of each problem."""
@@ -146,6 +139,8 @@ class CheckResult:
         add("mismatched", self.mismatched, lambda x: f"{x.key}.{x.field}@{x.source}")
         add("partially present", self.partially_present, lambda x: f"{x['key']} missing@{','.join(x['absent_from'])}")
         add("failed but present", self.failed_but_present, str)
+        add("UNREADABLE", self.unreadable, lambda x: x.where)
+        add("anomalies", self.anomalies, lambda x: f"{x.info.title}: {x.subject}@{x.party}")
         parts.append("DATA LOSS" if self.data_loss else ("clean" if self.clean else "integrity problems"))
         return "; ".join(parts)
 
@@ -170,6 +165,9 @@ class CheckResult:
             "not_committed": list(self.not_committed),
             "failed_but_present": list(self.failed_but_present),
             "failed_absent": self.failed_absent,
+            "unreadable": [asdict(x) for x in self.unreadable],
+            "anomalies": [x.to_dict() for x in self.anomalies],
+            "accounting": self.accounting(),
         }
         return data
 
@@ -181,12 +179,16 @@ def check(
     name: str,
     sources: Iterable[str] | None = None,
     ordered: Collection[str] = (),
+    ack_positions: Collection[str] = (),
+    unreadable: Iterable[Unreadable] = (),
 ) -> CheckResult:
     """Check what was read from the sinks against the ledger.
 
     `sources`: the sinks that must hold every acknowledged operation (default: every source seen in `observed`;
     name them explicitly so an empty sink counts as losing everything). `ordered`: sources whose position
-    order must follow each group's seq (a Kafka partition does; an Iceberg table does not).
+    order must follow each group's seq (a Kafka partition does; an Iceberg table does not). `ack_positions`:
+    sources whose positions are what an acknowledgement reports, as (partition, offset): each acknowledged
+    record must be found where its acknowledgement said. `unreadable`: what the readers could not decode.
     """
     ops = {op.key: op for op in (ledger.ops() if isinstance(ledger, Ledger) else ledger)}
     by_source: dict[str, list[Observed]] = defaultdict(list)
@@ -209,6 +211,7 @@ def check(
             "pending": counts[OpState.INVOKED.value],
         },
         observed={s: len(items) for s, items in sorted(by_source.items())},
+        unreadable=list(unreadable),
     )
     present: dict[str, set[str]] = {}
     for source, items in by_source.items():
@@ -216,6 +219,8 @@ def check(
         present[source] = set(seen)
         if source in ordered:
             result.reordered.extend(_reorders(ops, source, items))
+        if source in ack_positions:
+            result.anomalies.extend(_wrong_ack_positions(ops, source, seen))
     _classify_ops(result, ops, present, required)
     log.info("%s", result.summary())
     return result
@@ -278,15 +283,34 @@ def _reorders(ops: dict[str, Op], source: str, items: list[Observed]) -> list[Re
     return found
 
 
+def _wrong_ack_positions(ops: dict[str, Op], source: str, seen: dict[str, list[Any]]) -> list[Anomaly]:
+    """Acknowledged records found somewhere other than the (partition, offset) their acknowledgement named."""
+    found = []
+    for key, positions in seen.items():
+        op = ops.get(key)
+        if op is None or op.state is not OpState.ACKED:
+            continue
+        acked = (op.partition, op.offset)
+        if op.offset is not None and op.offset >= 0 and acked in [tuple(p) for p in positions if p is not None]:
+            continue
+        claimed = [op.partition, op.offset] if op.offset is not None and op.offset >= 0 else None
+        evidence = {"acknowledged_at": claimed, "found_at": [list(p) for p in positions], "source": source}
+        found.append(Anomaly(WRONG_ACK_OFFSET.name, source.split(":", 1)[0], key, evidence))
+    return found
+
+
 def _classify_ops(result: CheckResult, ops: dict[str, Op], present: dict[str, set[str]], required: list[str]) -> None:
     """Lost acknowledged operations, and the fate of failed/unknown ones."""
+    unreadable_at = {(u.source, u.partition, u.offset): u for u in result.unreadable}
     for key, op in ops.items():
         in_sinks = [s for s in required if key in present.get(s, ())]
         anywhere = bool(in_sinks) or any(key in keys for keys in present.values())
         if op.state is OpState.ACKED:
             for source in required:
                 if key not in present.get(source, ()):
-                    result.lost.append(Lost(key, source, op.group, op.seq, op.partition, op.offset))
+                    garbled = unreadable_at.get((source, op.partition, op.offset))
+                    cause = f"unreadable at its acknowledged position: {garbled.error}" if garbled else None
+                    result.lost.append(Lost(key, source, op.group, op.seq, op.partition, op.offset, cause))
             continue
         if in_sinks and len(in_sinks) < len(required):
             absent = [s for s in required if s not in in_sinks]

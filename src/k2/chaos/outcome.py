@@ -119,7 +119,20 @@ def classify_with_reason(
     check: CheckResult | None,
     graceful_types: tuple[type, ...] = (),
 ) -> tuple[Outcome, str]:
-    """The outcome and one sentence saying why, for the report."""
+    """The outcome and one sentence saying why, for the report; third-party anomalies the checker found are
+    named after it (they never change the outcome themselves)."""
+    outcome, reason = _classify(test_passed, error, timed_out, check, graceful_types)
+    remarks = check.remarks() if check is not None else ""
+    return outcome, f"{reason}; {remarks}" if remarks else reason
+
+
+def _classify(
+    test_passed: bool,
+    error: BaseException | None,
+    timed_out: bool,
+    check: CheckResult | None,
+    graceful_types: tuple[type, ...],
+) -> tuple[Outcome, str]:
     if check is not None and check.data_loss:
         return Outcome.DATA_LOSS, _loss_reason(check)
     if timed_out:
@@ -163,4 +176,7 @@ def _loss_reason(check: CheckResult) -> str:
     for count_label, keys in ((f"{len(lost)} acknowledged lost", lost), (f"{len(dups)} acknowledged duplicated", dups)):
         if keys:
             parts.append(f"{count_label} (e.g. {', '.join(keys[:3])})")
+    if check.unreadable:
+        where = ", ".join(u.where for u in check.unreadable[:3])
+        parts.append(f"{len(check.unreadable)} record(s) could not be read back (e.g. {where})")
     return f"check {check.name!r}: " + "; ".join(parts)

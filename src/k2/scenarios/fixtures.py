@@ -144,6 +144,7 @@ def verify_no_loss(
             return trades_reader.read() + (iceberg_reader.read() if iceberg else [])
 
         observed: list[Observed] = wait_drained(read, chaos_ledger.acked_keys(), timeout, sources=sources)
-        return chaos_check(observed, sources=sources, ordered=[trades_reader.source])
+        return chaos_check(observed, sources=sources, ordered=[trades_reader.source],
+                           ack_positions=[trades_reader.source], unreadable=trades_reader.unreadable)  # fmt: skip
 
     return verify

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from k2.chaos.checker import Observed
+from k2.chaos.checker import Observed, Unreadable
 from k2.platform.config import PlatformConfig
 
 log = logging.getLogger(__name__)
@@ -13,7 +13,12 @@ log = logging.getLogger(__name__)
 
 class KafkaTopicReader:
     """Reads a topic from the beginning by assignment (no group, no rebalance wait), incrementally:
-    each read() returns everything seen so far."""
+    each read() returns everything seen so far.
+
+    A message it cannot decode is never skipped silently: it goes to `unreadable` with its topic, partition,
+    offset and the error (the checker counts an acknowledged record among them as lost). A schema registry
+    that does not answer is not the record's fault: the reader seeks back and decodes it on a later read().
+    """
 
     def __init__(self, config: PlatformConfig, topic: str, source: str | None = None) -> None:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -30,33 +35,73 @@ class KafkaTopicReader:
         self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         self._deserialize = AvroDeserializer(SchemaRegistryClient(config.registry_conf()))
         self.seen: list[Observed] = []
-        self.undecodable = 0
+        self.unreadable: list[Unreadable] = []
 
     def read(self, max_wait: float = 1.0) -> list[Observed]:
+        from confluent_kafka import TopicPartition
         from confluent_kafka.serialization import MessageField, SerializationContext
 
         ctx = SerializationContext(self.topic, MessageField.VALUE)
         while True:
             batch = self._consumer.consume(5000, max_wait)
+            rewound: set[int] = set()
             for msg in batch:
                 if msg.error() is not None:
+                    log.info("checker reader %s: %s", self.topic, msg.error())
                     continue
+                if msg.partition() in rewound:
+                    continue  # fetched again after the seek
                 try:
-                    record: dict[str, Any] = self._deserialize(msg.value(), ctx)
-                except Exception:
-                    self.undecodable += 1
+                    record = self._deserialize(msg.value(), ctx)
+                    key = _key_of(record)
+                except Exception as exc:
+                    if _registry_unavailable(exc):
+                        log.info("checker reader %s: registry unavailable (%s); reading again later", self.topic, exc)
+                        self._consumer.seek(TopicPartition(self.topic, msg.partition(), msg.offset()))
+                        rewound.add(msg.partition())
+                        continue
+                    self._unreadable(msg, exc)
                     continue
-                key = record.get("trade_id") or record.get("quote_id")
                 self.seen.append(
-                    Observed(str(key), record.get("symbol"), record.get("sequence_number"), self.source,
+                    Observed(key, record.get("symbol"), record.get("sequence_number"), self.source,
                              (msg.partition(), msg.offset()))
                 )  # fmt: skip
-            if not batch:
+            if not batch or rewound:
                 return list(self.seen)
             max_wait = 0.2
 
+    def _unreadable(self, msg: Any, exc: BaseException) -> None:
+        value = msg.value()
+        error = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+        found = Unreadable(self.source, self.topic, msg.partition(), msg.offset(), error, len(value or b""))
+        self.unreadable.append(found)
+        log.warning("checker reader: %s cannot be read back: %s", found.where, error)
+
     def close(self) -> None:
         self._consumer.close()
+
+
+def _key_of(record: Any) -> str:
+    """The record's unique id; a value that decodes to no record with an id cannot be checked."""
+    if not isinstance(record, dict):
+        raise ValueError(f"decodes to {type(record).__name__}, not a record (an empty value or a tombstone?)")
+    key = record.get("trade_id") or record.get("quote_id")
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"has no trade_id or quote_id ({sorted(record)[:6]})")
+    return key
+
+
+def _registry_unavailable(exc: BaseException) -> bool:
+    """The schema registry did not answer (down, 5xx, timeout): the message itself may be fine."""
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    if isinstance(exc, SchemaRegistryError):
+        return exc.http_status_code >= 500 or exc.http_status_code < 0
+    # the registry client's HTTP library (httpx; confluent-kafka vendors it as `httpx2`) could not talk to it
+    transport = ("httpx", "httpcore", "requests", "urllib3")
+    if any(cls.__module__.startswith(transport) for cls in type(exc).__mro__):
+        return True
+    return isinstance(exc, ConnectionError | TimeoutError)
 
 
 class IcebergReader:

@@ -168,9 +168,32 @@ def _check(s: ScenarioResult) -> str:
     )
     parts.append(_key_list("Mismatched", [f"{x['key']}.{x['field']} @ {x['source']}" for x in check["mismatched"]]))
     parts.append(_key_list("Failed but present", check.get("failed_but_present", [])))
+    parts.append(
+        _key_list(
+            "Unreadable (could not be decoded)",
+            [f"{x['topic'] or x['source']} {x['partition']}/{x['offset']}: {x['error']}" for x in s.unreadable],
+        )
+    )
+    parts.append(_key_list("Counts that do not add up", s.accounting()))
     parts.append(_key_list("Unknown, maybe committed", check.get("maybe_committed", []), bad=False))
     parts.append(_key_list("Unknown, not committed", check.get("not_committed", []), bad=False))
     return "<h3>Data check</h3>" + "".join(parts)
+
+
+def _anomalies(s: ScenarioResult) -> str:
+    """Third-party anomalies, beside the outcome: what the component claimed and what was found."""
+    found = s.check_anomalies
+    if not found:
+        return ""
+    rows = "".join(
+        f"<tr><td>{_e(a.get('title'))}<div class='small'>{_e(a.get('party'))}</div></td>"
+        f"<td class='mono'>{_e(a.get('subject'))}</td><td>{_kv(a.get('evidence'))}</td></tr>"
+        for a in found[:MAX_KEYS]
+    )
+    more = f'<p class="small">+{len(found) - MAX_KEYS} more in report.json</p>' if len(found) > MAX_KEYS else ""
+    return f"""<div class="anomaly"><b>Third-party anomalies ({len(found)})</b> <span class="small">shown beside the
+outcome, not part of it: a component broke its own contract</span>
+<table><thead><tr><th>Anomaly</th><th>Subject</th><th>Evidence</th></tr></thead><tbody>{rows}</tbody></table>{more}</div>"""
 
 
 def _scenario(i: int, s: ScenarioResult) -> str:
@@ -203,6 +226,7 @@ def _scenario(i: int, s: ScenarioResult) -> str:
 {description}
 <div class="reason r-{s.outcome.value}"><div>{_e(s.reason or s.outcome.meaning)}</div>
 <div class="action">Action: {_e(s.outcome.action)}</div></div>
+{_anomalies(s)}
 {_metrics(s)}
 {chart}
 {_faults(s)}

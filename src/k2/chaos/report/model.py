@@ -21,7 +21,15 @@ from k2.chaos.checker import CheckResult
 from k2.chaos.ledger import Ledger, Op
 from k2.chaos.outcome import Outcome, is_failure, worst
 
-__all__ = ["RunReport", "ScenarioResult", "fault_recoveries", "fault_to_dict", "jsonable", "recovery_time"]
+__all__ = [
+    "RunReport",
+    "ScenarioResult",
+    "accounting_problems",
+    "fault_recoveries",
+    "fault_to_dict",
+    "jsonable",
+    "recovery_time",
+]
 
 _FAULT_FIELDS = (
     "kind",
@@ -124,6 +132,20 @@ class ScenarioResult:
     @property
     def failure(self) -> bool:
         return is_failure(self.outcome)
+
+    @property
+    def check_anomalies(self) -> list[dict[str, Any]]:
+        """Third-party anomalies the checker found (k2.chaos.anomaly), shown beside the outcome."""
+        return list((self.check or {}).get("anomalies") or [])
+
+    @property
+    def unreadable(self) -> list[dict[str, Any]]:
+        """Records a reader found but could not decode, with topic/partition/offset and the error."""
+        return list((self.check or {}).get("unreadable") or [])
+
+    def accounting(self) -> list[str]:
+        """Ways this scenario's counts fail to add up; [] when they do (see accounting_problems)."""
+        return accounting_problems(self.to_dict())
 
     @classmethod
     def build(
@@ -240,6 +262,27 @@ class RunReport:
             scenarios=[ScenarioResult.from_dict(s) for s in data.get("scenarios", [])],
             title=data.get("title", "K2 chaos report"),
         )
+
+
+_STATES = ("acknowledged", "failed", "unknown", "pending")
+
+
+def accounting_problems(scenario: Mapping[str, Any]) -> list[str]:
+    """Where a scenario's report (as in report.json) does not add up: the ledger's counts, and the checker's,
+    must each satisfy invoked = acknowledged + failed + unknown + pending; the checker classifies every
+    operation once (failed = absent + present, unknown + pending = maybe + not committed); and the checker
+    cannot have seen more operations than the ledger ended with."""
+    problems = []
+    check = scenario.get("check") or {}
+    ledger, checked = scenario.get("counts") or {}, check.get("counts") or {}
+    for who, counts in (("ledger", ledger), ("checker", checked)):
+        states = sum(counts.get(k, 0) for k in _STATES)
+        if counts and counts.get("invoked") != states:
+            problems.append(f"{who}: invoked {counts.get('invoked')} != acknowledged + failed + unknown + pending")
+    problems += [f"checker: {p}" for p in check.get("accounting") or []]
+    if ledger and checked.get("invoked", 0) > ledger.get("invoked", 0):
+        problems.append(f"the checker saw {checked['invoked']} operations, the ledger ended with {ledger['invoked']}")
+    return problems
 
 
 def iso(t: float | None) -> str | None:

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from k2.chaos.anomaly import summarize
 from k2.chaos.outcome import Outcome
 from k2.chaos.report.model import RunReport, ScenarioResult
 
@@ -71,6 +72,8 @@ def print_summary(run: RunReport, console: Console) -> None:
             colour = s.outcome.info.colour
             console.print(Text.assemble((s.outcome.label, f"bold {colour}"), f" {s.name}: {s.reason or s.error or ''}"))
             console.print(Text(f"    action: {s.outcome.action}", style="dim"))
+        elif s.check_anomalies:  # a failing scenario's reason already names them
+            console.print(Text.assemble(("ANOMALY", "bold yellow"), f" {s.name}: {summarize(s.check_anomalies)}"))
     counts = run.counts()
     totals = ", ".join(f"{n} {Outcome(k).label.lower()}" for k, n in counts.items() if n)
     verdict = ("FAILED", "bold red") if run.failed else ("OK", "bold green")
