@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from k2.chaos.outcome import is_failure
+from k2.chaos.report.model import accounting_problems
 from k2.chaos.runner import RunOptions, dry_run
 from tests.integration.docker.test_docker_stack import project_containers
 
@@ -47,6 +48,11 @@ def test_every_shipped_scenario_runs_on_containers(engine: Any, root: Path) -> N
     assert done.returncode == 0 and not failed, "\n".join(failed) or output[-4000:]
     assert report["backend"] == "docker"
     assert set(outcomes) == expected
+    # The checker looked at every scenario, and its counts and the ledger's add up in each (issue #10)
+    assert all(s["check"] for s in report["scenarios"]), [s["name"] for s in report["scenarios"] if not s["check"]]
+    broken = {s["nodeid"]: accounting_problems(s) for s in report["scenarios"] if accounting_problems(s)}
+    assert not broken, broken
+    assert all(s["check"]["unreadable"] == [] for s in report["scenarios"])
     # The services' own faults went through Docker: `docker start` reports the container's network address,
     # `docker pause` the container's Paused state (a process target reports neither).
     failures = [f for s in report["scenarios"] for f in s["faults"]
