@@ -28,7 +28,17 @@ class PlatformError(Exception):
 
 
 def _render(service: str, detail: str, remedy: str) -> str:
-    return f"{service}: {detail.rstrip('.')}. Remedy: {remedy}"
+    return f"{service}: {valid_text(detail).rstrip('.')}. Remedy: {remedy}"
+
+
+def valid_text(value: str) -> str:
+    """`value` as valid Unicode: a lone surrogate (not encodable as UTF-8, so not printable, loggable or
+    sendable) is kept as its escape, e.g. '\\ud800'. Messages and dead letters go through this."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 def _rebuild(cls: type[PlatformError], state: dict[str, Any]) -> PlatformError:

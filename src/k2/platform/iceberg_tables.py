@@ -49,6 +49,7 @@ from k2.platform.routing import AssetClass
 __all__ = [
     "KINDS",
     "OFFSETS_PROPERTY",
+    "ConversionFailed",
     "TableBuffer",
     "append_with_offsets",
     "arrow_schema",
@@ -236,6 +237,23 @@ class TableBuffer:
         self.columns["kafka_offset"][-1] = offset
         self.size += 1
 
+    def drop_unconvertible(self) -> list[tuple[dict[str, Any], int, int, str]]:
+        """Remove the rows Arrow refuses, one by one; returns each as (row, partition, offset, why)."""
+        bad: list[tuple[dict[str, Any], int, int, str]] = []
+        keep = []
+        for i in range(self.size):
+            row = {name: values[i] for name, values in self.columns.items()}
+            try:
+                rows_to_arrow(self.kind, {name: [value] for name, value in row.items()})
+            except ConversionFailed as exc:
+                bad.append((row, row["kafka_partition"], row["kafka_offset"], str(exc.__cause__ or exc)))
+            else:
+                keep.append(i)
+        if bad:
+            self.columns = {name: [values[i] for i in keep] for name, values in self.columns.items()}
+            self.size = len(keep)
+        return bad
+
     def keep_from(self, stored: dict[int, int]) -> int:
         """Drop rows already in the table (offset below its stored offset); returns how many."""
         parts, offs = self.columns["kafka_partition"], self.columns["kafka_offset"]
@@ -277,9 +295,19 @@ def write_exactly_once(
     )
 
 
+class ConversionFailed(WriterError):
+    """Buffered rows that Arrow refuses (a value validation let through): the writer dead-letters them."""
+
+
 def rows_to_arrow(kind: str, columns: Mapping[str, list[Any]]) -> pa.Table:
     schema = arrow_schema(kind)
-    return pa.Table.from_arrays([pa.array(columns[f.name], type=f.type) for f in schema], schema=schema)
+    try:
+        return pa.Table.from_arrays([pa.array(columns[f.name], type=f.type) for f in schema], schema=schema)
+    except (pa.ArrowException, ArithmeticError, TypeError, ValueError) as exc:
+        raise ConversionFailed(
+            f"{kind} rows do not convert to Arrow: {type(exc).__name__}: {str(exc)[:300]}",
+            remedy="the offending rows are dead-lettered and the rest written",
+        ) from exc
 
 
 def classify_failure(exc: BaseException, doing: str) -> PlatformError | BaseException:

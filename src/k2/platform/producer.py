@@ -28,9 +28,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, topic_subject_name_strategy
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
@@ -103,6 +103,12 @@ class _Route:
     topic: str
     validate: Callable[..., dict[str, Any]]
     ctx: SerializationContext
+
+
+def _record_id(route: _Route, record: Any) -> str | None:
+    """The record's id as the caller gave it (the observer matches it exactly), when it is a string."""
+    value = record.get(route.id_field) if isinstance(record, Mapping) else None
+    return value if isinstance(value, str) else None
 
 
 class MarketDataProducer:
@@ -227,11 +233,47 @@ class MarketDataProducer:
     # ---- the hot path -----------------------------------------------------------------------------
 
     def _produce(self, route: _Route, record: Mapping[str, Any]) -> str:
-        if self._closed:
-            raise ProducerClosed(f"produce_{route.kind} called after close()")
-        if self._fatal is not None:
-            self._recreate()
+        """Exactly one outcome reaches the observer for every call, whatever goes wrong: acknowledged, failed or
+        unknown (later, from the delivery report) once the record is handed to the client, else failed or
+        rejected here, with a typed error (a PlatformError) raised to the caller."""
         enqueued_at = time.time()
+        token = None
+        try:
+            if self._closed:
+                raise ProducerClosed(f"produce_{route.kind} called after close()")
+            if self._fatal is not None:
+                self._recreate()
+            valid, value = self._serialise(route, record, enqueued_at)
+            if self.observer is not None:
+                self._token += 1
+                token = self._token
+                info = (route.kind, valid[route.id_field], valid["symbol"], valid["sequence_number"], route.topic,
+                        enqueued_at)  # fmt: skip
+                self._pending[token] = info
+            callback = None if token is None else functools.partial(self._on_delivery, token)
+            self._hand_over(route, value, valid, callback)
+        except RecordRejected:
+            raise  # dead-lettered and reported as rejected
+        except PlatformError as exc:  # refused before the client took it: certainly not written
+            self._unsent(route, record, token, enqueued_at, exc)
+            raise
+        except Exception as exc:
+            error = ProducerError(
+                f"{route.kind} {str(_record_id(route, record))[:130]!r} not sent: {type(exc).__name__}: "
+                f"{str(exc)[:300]}",
+                remedy="the record was not written (reported as failed to the observer); fix the cause and resend",
+            )
+            self._unsent(route, record, token, enqueued_at, error)
+            raise error from exc
+        self.stats["sent"] += 1
+        self._since_poll += 1
+        if self._since_poll >= self.poll_every:
+            self._since_poll = 0
+            self._serve_reports()
+        return valid[route.id_field]
+
+    def _serialise(self, route: _Route, record: Mapping[str, Any], enqueued_at: float) -> tuple[dict[str, Any], bytes]:
+        """The validated record and its Avro bytes; an invalid record is dead-lettered (RecordRejected)."""
         try:
             valid = route.validate(record, policy=self.policy)
         except ValidationError as exc:
@@ -239,37 +281,38 @@ class MarketDataProducer:
         try:
             if route.kind not in self._registered:
                 self._register(route)
-            value = self._serializers[route.kind](valid, route.ctx)
-        except (SchemaRegistryUnavailable, ProducerError, SchemaRegistryError) as exc:
-            error = exc if isinstance(exc, PlatformError) else self._registry_error(route, exc)
-            self._report_unsent(route, valid, enqueued_at, error)
-            raise error from exc
+            return valid, self._serializers[route.kind](valid, route.ctx)
+        except (SchemaRegistryUnavailable, ProducerError):
+            raise
+        except SchemaRegistryError as exc:
+            raise self._registry_error(route, exc) from exc
         except Exception as exc:  # the serializer refused a validated record: a schema/validation mismatch
             reason = ValidationError(
-                "<record>", f"could not be serialised: {exc}", reason_code="not_serializable", record_id=None
-            )
+                "<record>", f"could not be serialised: {str(exc)[:300]}", reason_code="not_serializable",
+                record_id=_record_id(route, record),
+            )  # fmt: skip
             self._reject(route, record, reason, enqueued_at)
-        symbol = valid["symbol"]
-        if self.observer is None:
-            callback = None
-        else:
-            self._token += 1
-            info = (route.kind, valid[route.id_field], symbol, valid["sequence_number"], route.topic, enqueued_at)
-            self._pending[self._token] = info
-            callback = functools.partial(self._on_delivery, self._token)
+
+    def _hand_over(self, route: _Route, value: bytes, valid: dict[str, Any], callback: Any) -> None:
+        """Give the record to librdkafka; from here on its delivery report carries the outcome."""
         try:
-            self._producer.produce(route.topic, value, symbol, on_delivery=callback)
+            self._producer.produce(route.topic, value, valid["symbol"], on_delivery=callback)
         except BufferError:
-            self._produce_when_room(route, value, symbol, callback, valid, enqueued_at)
-        self.stats["sent"] += 1
-        self._since_poll += 1
-        if self._since_poll >= self.poll_every:
-            self._since_poll = 0
+            self._produce_when_room(route, value, valid["symbol"], callback, valid)
+        except KafkaException as exc:  # refused outright (e.g. larger than message.max.bytes): not written
+            raise ProducerError(
+                f"{route.kind} {valid[route.id_field]} refused by the Kafka client: {exc.args[0].str()}",
+                remedy="the record was not written (reported as failed); check its size and the producer settings",
+            ) from exc
+
+    def _serve_reports(self) -> None:
+        try:
             self._producer.poll(0)
-        return valid[route.id_field]
+        except Exception:  # the record was handed over: its outcome comes with its delivery report
+            log.exception("kafka-producer: serving delivery reports failed; continuing")
 
     def _produce_when_room(
-        self, route: _Route, value: bytes, symbol: str, callback: Any, valid: dict[str, Any], enqueued_at: float
+        self, route: _Route, value: bytes, symbol: str, callback: Any, valid: dict[str, Any]
     ) -> None:
         deadline = time.monotonic() + self.block_timeout
         while True:
@@ -280,13 +323,10 @@ class MarketDataProducer:
             except BufferError:
                 if time.monotonic() < deadline:
                     continue
-            if callback is not None:
-                self._pending.pop(callback.args[0], None)
             error = BackpressureError(
                 f"buffer full ({len(self._producer)} records awaiting Kafka acknowledgement, waited "
                 f"{self.block_timeout:.1f}s); {route.kind} {valid[route.id_field]} was not sent"
             )
-            self._report_unsent(route, valid, enqueued_at, error)
             self._log_limited("backpressure", "%s", error)
             raise error
 
@@ -332,16 +372,22 @@ class MarketDataProducer:
         except Exception:  # an observer bug must not break delivery reporting
             log.exception("kafka-producer: observer raised on %s; continuing", event)
 
-    def _report_unsent(self, route: _Route, valid: Mapping[str, Any], enqueued_at: float, error: Exception) -> None:
+    def _unsent(self, route: _Route, record: Any, token: int | None, enqueued_at: float, error: Exception) -> None:
+        """Report a record that never reached the client as failed (and forget its pending delivery)."""
+        if token is not None:
+            self._pending.pop(token, None)
         self.stats["failed"] += 1
+        get = record.get if isinstance(record, Mapping) else (lambda _k: None)
+        symbol, sequence = get("symbol"), get("sequence_number")
         self._emit(
             DeliveryEvent(
-                route.kind, valid.get(route.id_field), valid.get("symbol"), valid.get("sequence_number"),
-                Status.FAILED, route.topic, error=str(error), enqueued_at=enqueued_at, completed_at=time.time(),
+                route.kind, _record_id(route, record), symbol if isinstance(symbol, str) else None,
+                sequence if isinstance(sequence, int) else None, Status.FAILED, route.topic, error=str(error),
+                enqueued_at=enqueued_at, completed_at=time.time(),
             )
         )  # fmt: skip
 
-    def _reject(self, route: _Route, record: Any, error: ValidationError, enqueued_at: float) -> None:
+    def _reject(self, route: _Route, record: Any, error: ValidationError, enqueued_at: float) -> NoReturn:
         """Dead-letter an invalid record, report it, and raise RecordRejected (never returns)."""
         self.stats["rejected"] += 1
         letter = DeadLetter.from_validation("producer", route.kind, error, record)

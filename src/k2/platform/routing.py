@@ -61,16 +61,18 @@ FIAT = frozenset(
 STABLECOINS = frozenset({"USDT", "USDC", "BUSD", "FDUSD", "DAI", "TUSD"})
 CRYPTO_QUOTES = frozenset({"USD", "EUR", "GBP", "JPY", "BTC", "ETH"} | STABLECOINS)
 
-_FX = re.compile(r"^(?P<base>[A-Z]{3})[/-]?(?P<quote>[A-Z]{3})$")
-_CRYPTO_SEP = re.compile(r"^(?P<base>[A-Z0-9]{2,10})[/-](?P<quote>[A-Z]{3,5})$")
+# re.ASCII and \Z: symbols are ASCII, so \d must not take Arabic-Indic or other digits, nor $ a trailing newline
+_FX = re.compile(r"^(?P<base>[A-Z]{3})[/-]?(?P<quote>[A-Z]{3})\Z", re.ASCII)
+_CRYPTO_SEP = re.compile(r"^(?P<base>[A-Z0-9]{2,10})[/-](?P<quote>[A-Z]{3,5})\Z", re.ASCII)
 _CRYPTO_STABLE = re.compile(
-    r"^(?P<base>[A-Z0-9]{2,10}?)(?P<quote>" + "|".join(sorted(STABLECOINS, key=len, reverse=True)) + r")$"
+    r"^(?P<base>[A-Z0-9]{2,10}?)(?P<quote>" + "|".join(sorted(STABLECOINS, key=len, reverse=True)) + r")\Z",
+    re.ASCII,
 )
-_OPTION = re.compile(r"^[A-Z]{1,6} *(?P<yy>\d\d)(?P<mm>\d\d)(?P<dd>\d\d)[CP]\d{8}$")
-_FUTURE = re.compile(r"^[A-Z]{1,3}[FGHJKMNQUVXZ]\d{1,2}$")
-_ISIN = re.compile(r"^[A-Z]{2}[A-Z0-9]{9}\d$")
-_CUSIP = re.compile(r"^[A-Z0-9]{8}\d$")
-_EQUITY = re.compile(r"^[A-Z]{1,5}([.-][A-Z])?$")
+_OPTION = re.compile(r"^[A-Z]{1,6} *(?P<yy>\d\d)(?P<mm>\d\d)(?P<dd>\d\d)[CP]\d{8}\Z", re.ASCII)
+_FUTURE = re.compile(r"^[A-Z]{1,3}[FGHJKMNQUVXZ]\d{1,2}\Z", re.ASCII)
+_ISIN = re.compile(r"^[A-Z]{2}[A-Z0-9]{9}\d\Z", re.ASCII)
+_CUSIP = re.compile(r"^[A-Z0-9]{8}\d\Z", re.ASCII)
+_EQUITY = re.compile(r"^[A-Z]{1,5}([.-][A-Z])?\Z", re.ASCII)
 
 
 def _is_fx(symbol: str) -> bool:
@@ -92,7 +94,7 @@ def _is_option(symbol: str) -> bool:
 
 
 def _char_value(char: str) -> int:
-    return int(char) if char.isdigit() else ord(char) - ord("A") + 10
+    return int(char) if "0" <= char <= "9" else ord(char) - ord("A") + 10
 
 
 def _isin_ok(symbol: str) -> bool:

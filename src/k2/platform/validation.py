@@ -52,7 +52,7 @@ _QUANTUM = Decimal(1).scaleb(-DECIMAL_SCALE)
 _LIMIT = Decimal(10) ** MAX_INTEGER_DIGITS
 _CTX = decimal.Context(prec=60, Emax=999_999, Emin=-999_999)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_EXCHANGE = re.compile(r"^[A-Z0-9][A-Z0-9_.-]{0,31}$")
+_EXCHANGE = re.compile(r"[A-Z0-9][A-Z0-9_.-]{0,31}\Z", re.ASCII)  # an ASCII code; \Z: no trailing newline
 
 REASON_CODES = frozenset(
     {
@@ -79,6 +79,7 @@ REASON_CODES = frozenset(
         "timestamp_in_future",
         "ingest_before_event",
         "crossed_quote",
+        "invalid_unicode",
     }
 )
 
@@ -89,6 +90,13 @@ class Side(StrEnum):
     BUY = "BUY"
     SELL = "SELL"
     UNKNOWN = "UNKNOWN"
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """A value for an error message: its repr (str for numbers), cut short: a 2 MB field must not make a 2 MB
+    message."""
+    shown = str(value) if isinstance(value, Decimal) else repr(value)
+    return shown if len(shown) <= limit else f"{shown[:limit]}... ({len(shown)} characters)"
 
 
 def _utcnow() -> datetime:
@@ -123,6 +131,14 @@ class _Check:
     def fail(self, name: str, reason: str, code: str) -> ValidationError:
         return ValidationError(name, reason, reason_code=code, record_id=self.record_id)
 
+    def unicode(self, name: str, value: str) -> str:
+        """Text Avro can carry: valid Unicode (a lone surrogate, e.g. from a broken decoder, cannot be UTF-8)."""
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise self.fail(name, f"is not valid Unicode ({exc.reason} at {exc.start})", "invalid_unicode") from None
+        return value
+
     def identifier(self, name: str, value: Any) -> str:
         if not isinstance(value, str):
             raise self.fail(name, f"must be a string, got {type(value).__name__}", "wrong_type")
@@ -130,7 +146,7 @@ class _Check:
             raise self.fail(name, "must not be empty", "empty")
         if len(value) > 128:
             raise self.fail(name, f"is {len(value)} characters long; at most 128 allowed", "too_long")
-        return value
+        return self.unicode(name, value)
 
     def symbol(self, name: str, value: Any) -> str:
         if not isinstance(value, str):
@@ -138,9 +154,11 @@ class _Check:
         if not value:
             raise self.fail(name, "must not be empty", "empty")
         if value != value.strip().upper():
-            raise self.fail(name, f"{value!r} is not canonical (upper-case, no outer spaces)", "not_normalized")
+            raise self.fail(name, f"{_show(value)} is not canonical (upper-case, no outer spaces)", "not_normalized")
         if classify(value) is None:
-            raise self.fail(name, f"{value!r} matches no routing rule (see k2.platform.routing)", "unroutable_symbol")
+            raise self.fail(
+                name, f"{_show(value)} matches no routing rule (see k2.platform.routing)", "unroutable_symbol"
+            )
         return value
 
     def exchange(self, name: str, value: Any) -> str:
@@ -149,7 +167,7 @@ class _Check:
         if not value:
             raise self.fail(name, "must not be empty", "empty")
         if not _EXCHANGE.match(value):
-            raise self.fail(name, f"{value!r} is not an upper-case venue code (MIC or name)", "invalid_format")
+            raise self.fail(name, f"{_show(value)} is not an upper-case venue code (MIC or name)", "invalid_format")
         return value
 
     def asset_class(self, name: str, value: Any) -> str:
@@ -157,14 +175,14 @@ class _Check:
             raise self.fail(name, f"must be a string, got {type(value).__name__}", "wrong_type")
         if value not in _ASSET_CLASSES:  # a set lookup: calling the enum per record costs microseconds
             known = ", ".join(a.value for a in AssetClass)
-            raise self.fail(name, f"{value!r} is not one of {known}", "unknown_enum")
+            raise self.fail(name, f"{_show(value)} is not one of {known}", "unknown_enum")
         return value
 
     def side(self, name: str, value: Any) -> str:
         if not isinstance(value, str):
             raise self.fail(name, f"must be a string, got {type(value).__name__}", "wrong_type")
         if value not in _SIDES:
-            raise self.fail(name, f"{value!r} is not one of BUY, SELL, UNKNOWN", "unknown_enum")
+            raise self.fail(name, f"{_show(value)} is not one of BUY, SELL, UNKNOWN", "unknown_enum")
         return value
 
     def decimal(self, name: str, value: Any) -> Decimal:
@@ -175,12 +193,12 @@ class _Check:
         try:
             number = value if isinstance(value, Decimal) else Decimal(value)
         except (decimal.InvalidOperation, ValueError):
-            raise self.fail(name, f"{value!r} is not a decimal number", "invalid_format") from None
+            raise self.fail(name, f"{_show(value)} is not a decimal number", "invalid_format") from None
         if not number.is_finite():
             raise self.fail(name, f"is {number}; only finite numbers are allowed", "not_finite")
         if abs(number) >= _LIMIT:
             raise self.fail(
-                name, f"{number} has more than {MAX_INTEGER_DIGITS} integer digits", "too_many_integer_digits"
+                name, f"{_show(number)} has more than {MAX_INTEGER_DIGITS} integer digits", "too_many_integer_digits"
             )
         try:
             quantized = number.quantize(_QUANTUM, context=_CTX)
@@ -188,7 +206,7 @@ class _Check:
             quantized = None
         if quantized is None or quantized != number:
             raise self.fail(
-                name, f"{number} has more than {DECIMAL_SCALE} fractional digits", "too_many_fraction_digits"
+                name, f"{_show(number)} has more than {DECIMAL_SCALE} fractional digits", "too_many_fraction_digits"
             )
         return abs(quantized) if quantized == 0 else quantized
 
@@ -251,9 +269,12 @@ class _Check:
             raise self.fail(name, f"has {len(value)} entries; at most 32 allowed", "too_long")
         for item in value:
             if not isinstance(item, str):
-                raise self.fail(name, f"contains {type(item).__name__} {item!r}; only strings allowed", "wrong_type")
+                raise self.fail(
+                    name, f"contains {type(item).__name__} {_show(item)}; only strings allowed", "wrong_type"
+                )
             if not item or len(item) > 16:
-                raise self.fail(name, f"entry {item!r} must be 1-16 characters", "invalid_format")
+                raise self.fail(name, f"entry {_show(item)} must be 1-16 characters", "invalid_format")
+            self.unicode(name, item)
         return list(value)
 
 

@@ -11,7 +11,10 @@ append the table is re-read and rows below its stored offsets are dropped, so a 
 anywhere (or a retried commit that had in fact succeeded) neither loses nor duplicates a row.
 Outages (S3, catalog, registry, Kafka) are retried with capped exponential backoff; consumption pauses
 while a flush fails, so memory stays bounded and nothing is skipped or committed past unwritten data.
-Refused records (undecodable, unknown schema id, failing validation) go to the dead-letter topic.
+Any record it cannot process (undecodable, unknown schema id, failing validation, oversize, an exception
+while decoding or converting it) goes to the dead-letter topic with the reason and its source topic,
+partition and offset, and the writer goes on: one poison message never stops it (a dead letter too large
+for the broker is truncated, never dropped). Only the schema registry being unreachable holds a record back.
 """
 
 from __future__ import annotations
@@ -218,8 +221,17 @@ class IcebergWriter:
         kind = self._kinds[topic]
         try:
             record, _schema_id = self._decoder.decode(kind, message.value())
+        except SchemaRegistryUnavailable:
+            raise  # not the record's fault: retried
         except ValidationError as exc:
             self._dead_letter(kind, exc, message)
+        except Exception as exc:  # anything else about this record must not stop the writer
+            log.exception("iceberg-writer: %s %d/%d could not be processed", topic, partition, offset)
+            reason = ValidationError(
+                "<value>", f"could not be processed: {type(exc).__name__}: {str(exc)[:300]}",
+                reason_code="unprocessable",
+            )  # fmt: skip
+            self._dead_letter(kind, reason, message)
         else:
             key = (kind, record["asset_class"])
             buffer = self._buffers.get(key)
@@ -235,6 +247,14 @@ class IcebergWriter:
         where = {"source_topic": message.topic(), "source_partition": message.partition()}
         letter = DeadLetter.from_validation("writer", kind, exc, None, source_offset=message.offset(), **where)
         self._dlq.publish(letter.with_raw(raw))
+        self._counts["dead"] += 1
+
+    def _dead_letter_row(self, kind: str, row: dict[str, Any], partition: int, offset: int, why: str) -> None:
+        record_id = row.get(f"{kind}_id")  # validated: a string
+        error = ValidationError("<row>", f"does not convert to the table: {why}", reason_code="unconvertible",
+                                record_id=record_id)  # fmt: skip
+        where = {"source_topic": self._topic_of[kind], "source_partition": partition, "source_offset": offset}
+        self._dlq.publish(DeadLetter.from_validation("writer", kind, error, row, **where))
         self._counts["dead"] += 1
 
     # ---- flushing --------------------------------------------------------------------------------
@@ -260,9 +280,13 @@ class IcebergWriter:
         for key in list(self._buffers):
             topic = self._topic_of[key[0]]
             positions = {p: o for (t, p), o in self._positions.items() if t == topic}
-            written, skipped = tables.write_exactly_once(
-                lambda key=key: self._table(key), self._buffers[key], topic, positions
-            )
+            buffer = self._buffers[key]
+            try:
+                written, skipped = tables.write_exactly_once(lambda key=key: self._table(key), buffer, topic, positions)
+            except tables.ConversionFailed:
+                for row, partition, offset, why in buffer.drop_unconvertible():
+                    self._dead_letter_row(key[0], row, partition, offset, why)
+                written, skipped = tables.write_exactly_once(lambda key=key: self._table(key), buffer, topic, positions)
             self._counts["skipped"] += skipped
             del self._buffers[key]
             if written:

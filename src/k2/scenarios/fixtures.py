@@ -63,10 +63,12 @@ class LedgeredProducer:
         return self._send(self._producer.produce_quote, quote, "quote_id")
 
     def _send(self, produce: Callable[[dict[str, Any]], str], record: dict[str, Any], id_field: str) -> str:
-        key = record.get(id_field)
-        op = self._ledger.get(str(key)) if key is not None else None
-        if key is not None and (op is None or op.state is OpState.FAILED):  # new, or a resend of a failed one
-            self._ledger.invoke(str(key), group=record.get("symbol"), seq=record.get("sequence_number"))
+        key = record.get(id_field) if isinstance(record, dict) else None
+        if not isinstance(key, str):  # never sendable: the producer reports it rejected, without a key
+            return produce(record)
+        op = self._ledger.get(key)
+        if op is None or op.state is OpState.FAILED:  # new, or a resend of a failed one
+            self._ledger.invoke(key, group=record.get("symbol"), seq=record.get("sequence_number"))
         return produce(record)
 
 
