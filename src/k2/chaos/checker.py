@@ -181,6 +181,7 @@ def check(
     ordered: Collection[str] = (),
     ack_positions: Collection[str] = (),
     unreadable: Iterable[Unreadable] = (),
+    anomalies: Iterable[Anomaly] = (),
 ) -> CheckResult:
     """Check what was read from the sinks against the ledger.
 
@@ -189,6 +190,7 @@ def check(
     order must follow each group's seq (a Kafka partition does; an Iceberg table does not). `ack_positions`:
     sources whose positions are what an acknowledgement reports, as (partition, offset): each acknowledged
     record must be found where its acknowledgement said. `unreadable`: what the readers could not decode.
+    `anomalies`: breaches the caller found by other means (e.g. a sink's own bookkeeping), reported alike.
     """
     ops = {op.key: op for op in (ledger.ops() if isinstance(ledger, Ledger) else ledger)}
     by_source: dict[str, list[Observed]] = defaultdict(list)
@@ -212,6 +214,7 @@ def check(
         },
         observed={s: len(items) for s, items in sorted(by_source.items())},
         unreadable=list(unreadable),
+        anomalies=list(anomalies),
     )
     present: dict[str, set[str]] = {}
     for source, items in by_source.items():

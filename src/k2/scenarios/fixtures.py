@@ -137,7 +137,8 @@ def verify_no_loss(
     chaos_check: Callable[..., Any],
 ) -> Callable[..., Any]:  # fmt: skip
     """Wait (bounded) until every acknowledged trade is on the topic (and in Iceberg, with iceberg=True),
-    then run the checker on what independent readers found."""
+    then run the checker on what independent readers found (with iceberg=True, also audit the tables'
+    offset bookkeeping: breaks are anomalies beside the verdict)."""
 
     def verify(timeout: float = 60.0, *, iceberg: bool = False) -> Any:
         sources = [trades_reader.source] + ([iceberg_reader.source] if iceberg else [])
@@ -147,6 +148,7 @@ def verify_no_loss(
 
         observed: list[Observed] = wait_drained(read, chaos_ledger.acked_keys(), timeout, sources=sources)
         return chaos_check(observed, sources=sources, ordered=[trades_reader.source],
-                           ack_positions=[trades_reader.source], unreadable=trades_reader.unreadable)  # fmt: skip
+                           ack_positions=[trades_reader.source], unreadable=trades_reader.unreadable,
+                           anomalies=iceberg_reader.audit() if iceberg else [])  # fmt: skip
 
     return verify

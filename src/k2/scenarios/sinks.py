@@ -5,10 +5,20 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from k2.chaos.anomaly import Anomaly, AnomalyKind, register
 from k2.chaos.checker import Observed, Unreadable
 from k2.platform.config import PlatformConfig
 
 log = logging.getLogger(__name__)
+
+BROKEN_BOOKKEEPING = register(
+    AnomalyKind(
+        "broken_offset_bookkeeping",
+        "exactly-once bookkeeping broken",
+        "a table's recorded Kafka offsets went backwards, or rows sit above them or twice at one position: a "
+        "writer replaying from the recorded offsets would write rows again",
+    )
+)
 
 
 class KafkaTopicReader:
@@ -113,24 +123,34 @@ class IcebergReader:
         self.config = config
 
     def read(self) -> list[Observed]:
+        observed = []
+        for table in self._tables():
+            rows = table.scan(selected_fields=("trade_id", "symbol", "sequence_number")).to_arrow().to_pylist()
+            observed += [Observed(r["trade_id"], r["symbol"], r["sequence_number"], self.source) for r in rows]
+        return observed
+
+    def audit(self) -> list[Anomaly]:
+        """The writer's bookkeeping over each table's whole snapshot history (k2.platform.table_audit)."""
+        from k2.platform.table_audit import audit_table
+
+        found = []
+        for table in self._tables():
+            for problem in audit_table(table):
+                evidence = {"problem": problem.kind, "detail": problem.detail, "snapshot_id": problem.snapshot_id}
+                subject = f"{problem.table} partition {problem.partition}"
+                found.append(Anomaly(BROKEN_BOOKKEEPING.name, "iceberg-writer", subject, evidence))
+        return found
+
+    def _tables(self) -> list[Any]:
         from k2.platform.iceberg_tables import build_catalog
 
         try:
             catalog = build_catalog(self.config)
             idents = [i for i in catalog.list_tables(self.config.namespace) if i[-1].startswith("trades_")]
+            return [catalog.load_table(ident) for ident in idents]
         except Exception as exc:  # no namespace yet, or the catalog is down: nothing observed this time
             log.info("iceberg reader: %s", exc)
             return []
-        observed = []
-        for ident in idents:
-            rows = (
-                catalog.load_table(ident)
-                .scan(selected_fields=("trade_id", "symbol", "sequence_number"))
-                .to_arrow()
-                .to_pylist()
-            )
-            observed += [Observed(r["trade_id"], r["symbol"], r["sequence_number"], self.source) for r in rows]
-        return observed
 
 
 def read_dead_letters(config: PlatformConfig, expected: int, timeout: float = 30.0) -> list[dict[str, Any]]:

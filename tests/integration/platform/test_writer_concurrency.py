@@ -113,3 +113,25 @@ def test_two_writers_on_overlapping_and_disjoint_partitions_commit_each_row_once
     assert len(history) == sum(w.commits for w, _ in writers.values())
     conflicts = sum(w.reads - w.calls for w, _ in writers.values())  # a re-read follows each lost race
     assert conflicts > 0, "the writers never raced: the test proved nothing"
+
+
+def test_the_checkers_iceberg_reader_reports_broken_bookkeeping_as_an_anomaly(stack: LocalStack) -> None:
+    from k2.chaos.checker import check
+    from k2.chaos.ledger import Ledger
+    from k2.scenarios.sinks import BROKEN_BOOKKEEPING, IcebergReader
+
+    config = fresh_config(stack)
+    writer = Writer(config)
+    writer.write(0, 0, 10)
+    reader = IcebergReader(config)
+    assert reader.audit() == []
+    # what pyiceberg's internal retry used to commit: new rows, with the offsets of a stale view
+    late = batch(0, 10, 5)
+    tables.append_with_offsets(writer.table(), tables.rows_to_arrow("trade", late.columns), {TOPIC: {0: 4}})
+    found = reader.audit()
+    assert [(a.kind, a.party, a.evidence["problem"]) for a in found] == [
+        (BROKEN_BOOKKEEPING.name, "iceberg-writer", "offsets_regressed"),
+        (BROKEN_BOOKKEEPING.name, "iceberg-writer", "row_above_offsets"),
+    ]
+    result = check(Ledger("x"), reader.read(), name="audit", sources=[reader.source], anomalies=found)
+    assert "2 exactly-once bookkeeping broken (iceberg-writer)" in result.remarks()
