@@ -63,10 +63,11 @@ class Anomaly:
     def info(self) -> AnomalyKind:
         return KINDS.get(self.kind) or AnomalyKind(self.kind, self.kind.replace("_", " "), "")
 
-    def describe(self) -> str:
+    def describe(self, *, title: bool = True) -> str:
         """One line: 'acknowledged with a wrong offset (kafka): T-17: acknowledged_at=[0, 3], found_at=...'."""
         evidence = ", ".join(f"{k}={v}" for k, v in self.evidence.items())
-        return f"{self.info.title} ({self.party}): {self.subject}" + (f": {evidence}" if evidence else "")
+        head = f"{self.info.title} ({self.party}): " if title else ""
+        return f"{head}{self.subject}" + (f": {evidence}" if evidence else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -114,7 +114,8 @@ class CheckResult:
         if not self.anomalies:
             return ""
         firsts = {a.kind: a for a in reversed(self.anomalies)}
-        return f"anomalies: {summarize(self.anomalies)} (e.g. {'; '.join(a.describe() for a in firsts.values())})"
+        examples = "; ".join(a.describe(title=len(firsts) > 1) for a in firsts.values())
+        return f"anomalies: {summarize(self.anomalies)} (e.g. {examples})"
 
     def summary(self, examples: int = 5) -> str:
         """One paragraph for logs and assertion messages: counts plus the first few keys of each problem."""
