@@ -133,6 +133,8 @@ class _Check:
 
     def unicode(self, name: str, value: str) -> str:
         """Text Avro can carry: valid Unicode (a lone surrogate, e.g. from a broken decoder, cannot be UTF-8)."""
+        if value.isascii():  # the usual case, and a flag check: no encoding on the hot path
+            return value
         try:
             value.encode("utf-8")
         except UnicodeEncodeError as exc:
