@@ -16,7 +16,16 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from k2.chaos.checker import CheckResult
 
-__all__ = ["Outcome", "OutcomeInfo", "classify", "classify_with_reason", "is_failure", "worst"]
+__all__ = [
+    "EXPECTABLE",
+    "Outcome",
+    "OutcomeInfo",
+    "classify",
+    "classify_with_reason",
+    "is_failure",
+    "parse_expected",
+    "worst",
+]
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,30 @@ _INFO = {
 def is_failure(outcome: Outcome | str) -> bool:
     """HANG, CRASH and DATA_LOSS fail the run (the exit status depends on it); the other two do not."""
     return Outcome(outcome).info.failure
+
+
+# What a scenario may declare it expects: the two classes of a platform doing its job. A hang, a crash or lost
+# data is a bug to fix, never an expectation to document.
+EXPECTABLE = (Outcome.PASS, Outcome.FAILED_GRACEFULLY)
+
+
+def parse_expected(values: Iterable[object]) -> tuple[Outcome, ...]:
+    """The outcomes a scenario declares it expects (e.g. from `chaos_expect("failed_gracefully")`), checked:
+    ValueError naming the bad value and the remedy for anything else."""
+    expected: list[Outcome] = []
+    for value in values:
+        name = value.strip().lower().replace(" ", "_") if isinstance(value, str) else None
+        if name not in {o.value for o in EXPECTABLE}:
+            allowed = ", ".join(repr(o.value) for o in EXPECTABLE)
+            raise ValueError(
+                f"expected outcome {value!r} is not one a scenario may expect; use {allowed} "
+                "(HANG, CRASH and DATA_LOSS are bugs to fix, never an expected result)"
+            )
+        if Outcome(name) not in expected:
+            expected.append(Outcome(name))
+    if not expected:
+        raise ValueError('no expected outcome given; name at least one, e.g. chaos_expect("failed_gracefully")')
+    return tuple(expected)
 
 
 def worst(outcomes: Iterable[Outcome | str]) -> Outcome:

@@ -1,6 +1,6 @@
-"""The pytest plugin: the seed's markers and chaos fixtures, a timeout per scenario, an outcome class
-per scenario, and the reports. Registered through the `pytest11` entry point; nothing starts unless a
-test asks for a chaos fixture.
+"""The pytest plugin: the seed's markers and chaos fixtures, the run's state, and a timeout per scenario
+(k2.chaos.pytest_verdict judges each scenario and writes the reports). K2's `pytest11` entry point composes
+them (k2.scenarios.plugin); nothing starts unless a test asks for a chaos fixture.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import pytest
 from k2.chaos.checker import CheckResult, Observed, check
 from k2.chaos.faults import Fault, Terminated, inject_latency, network_partition, resource_limit, service_failure
 from k2.chaos.ledger import Ledger
-from k2.chaos.outcome import classify_with_reason
 from k2.chaos.session import ChaosSession
 
 MARKERS = {
@@ -44,6 +43,8 @@ class ScenarioState:
     timed_out: bool = False
     stack_dump: str | None = None
     started_at: float = 0.0
+    verdict: tuple[Any, str] | None = None  # (Outcome, reason), judged when the scenario's body ended
+    error: BaseException | None = None
 
 
 @dataclass
@@ -57,11 +58,12 @@ class ChaosRun:
     data_dir: Path | None
     backend: str
     project: str | None = None
-    graceful_types: tuple[type, ...] = ()
     results: list[Any] = field(default_factory=list)
     scenarios: dict[str, ScenarioState] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     versions: dict[str, str] = field(default_factory=dict)
+    report: Any = None  # the RunReport, once written
+    written: dict[str, Path] = field(default_factory=dict)
 
 
 RUN = pytest.StashKey[ChaosRun]()
@@ -283,99 +285,3 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
-    report: pytest.TestReport = yield
-    state = _scenario(item)
-    if state is None or item.get_closest_marker("chaos") is None:
-        return report
-    done = report.when == "teardown" or (report.when != "call" and report.failed)
-    if report.when == "call":
-        state.call_report = report  # type: ignore[attr-defined]
-    if not done:
-        return report
-    _record(item, state)
-    return report
-
-
-def _record(item: pytest.Item, state: ScenarioState) -> None:
-    from k2.chaos.report import ScenarioResult
-
-    run = item.config.stash[RUN]
-    call_report = getattr(state, "call_report", None)
-    error = None
-    if call_report is not None and call_report.failed:
-        excinfo = getattr(call_report, "_k2_excinfo", None)
-        error = excinfo if isinstance(excinfo, BaseException) else _error_from(call_report)
-    if isinstance(error, Terminated):
-        item.session.shouldstop = "halted by SIGTERM (k2 chaos halt)"
-    passed = call_report is not None and call_report.passed
-    merged = _merge(state.checks)
-    outcome, reason = classify_with_reason(passed, error, state.timed_out, merged, run.graceful_types)
-    suite = next((m for m in ("chaos_kafka", "chaos_storage") if item.get_closest_marker(m)), "chaos")
-    doc = getattr(getattr(item, "function", None), "__doc__", None) or ""
-    run.results.append(
-        ScenarioResult.build(
-            item.name,
-            outcome,
-            ledger=state.ledger,
-            faults=state.faults,
-            check=merged,
-            error=error,
-            nodeid=item.nodeid,
-            description=" ".join(doc.split()),
-            suite=suite,
-            reason=reason,
-            started_at=state.started_at,
-            finished_at=time.time(),
-            stack_dump=state.stack_dump,
-        )
-    )
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_exception_interact(node: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport) -> None:
-    if call.excinfo is not None:
-        report._k2_excinfo = call.excinfo.value  # type: ignore[attr-defined]
-
-
-def _error_from(report: pytest.TestReport) -> BaseException:
-    return AssertionError(str(report.longrepr).strip().splitlines()[-1] if report.longrepr else "failed")
-
-
-def _merge(checks: list[CheckResult]) -> CheckResult | None:
-    """One result for the scenario: the worst (data loss first, then any violation)."""
-    if not checks:
-        return None
-    return max(checks, key=lambda c: (c.data_loss, not c.clean))
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    run = session.config.stash.get(RUN, None)
-    if run is None or not run.results:
-        return
-    from k2.chaos.report import RunReport, write_reports
-
-    report = RunReport(
-        seed=run.seed, started_at=run.started_at, finished_at=time.time(), backend=run.backend,
-        versions=run.versions, scenarios=run.results,
-    )  # fmt: skip
-    run.written = write_reports(report, run.report_dir)  # type: ignore[attr-defined]
-    run.report = report  # type: ignore[attr-defined]
-
-
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    run = config.stash.get(RUN, None)
-    report = getattr(run, "report", None)
-    if report is None:
-        return
-    from rich.console import Console
-
-    from k2.chaos.report import print_summary
-
-    console = Console(file=terminalreporter._tw._file, width=max(100, terminalreporter._tw.fullwidth))
-    print_summary(report, console)
-    for kind, path in getattr(run, "written", {}).items():
-        terminalreporter.write_line(f"chaos report ({kind}): {path}")

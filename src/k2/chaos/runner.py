@@ -6,7 +6,6 @@ Also `k2 chaos halt`: from another terminal, restore every active fault at once 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 from dataclasses import dataclass
@@ -15,7 +14,6 @@ from typing import Any
 
 from k2.chaos.errors import RestoreFailed
 from k2.chaos.journal import read_journal
-from k2.chaos.outcome import is_failure
 from k2.chaos.targets import target_from_description
 from k2.chaos.targets.process import proc_stat
 
@@ -60,7 +58,8 @@ def pytest_args(options: RunOptions) -> list[str]:
 
 
 def run(options: RunOptions) -> int:
-    """Run the suites; exit status 1 exactly when a scenario is HANG, CRASH or DATA_LOSS (2 on usage errors)."""
+    """Run the suites; exit status 1 exactly when a scenario ended other than it expects (any HANG, CRASH or
+    DATA_LOSS; a PASS where it expects FAILED_GRACEFULLY), 2 on usage errors."""
     import subprocess
     import sys
 
@@ -78,8 +77,9 @@ def run(options: RunOptions) -> int:
     if not report.exists():
         print(f"k2 chaos run: no report was written to {report}; the run did not get to any scenario")
         return 1
-    scenarios = json.loads(report.read_text()).get("scenarios", [])
-    return 1 if any(is_failure(s["outcome"]) for s in scenarios) else 0
+    from k2.chaos.report import load_json
+
+    return 1 if load_json(report).failed else 0
 
 
 class _Lister:

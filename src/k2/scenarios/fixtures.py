@@ -11,18 +11,9 @@ import pytest
 
 from k2.chaos.checker import Observed, wait_drained
 from k2.chaos.ledger import Ledger, OpState
-from k2.chaos.pytest_plugin import RUN
 from k2.platform.config import PlatformConfig, Topics, ensure_topics
-from k2.platform.errors import PlatformError
 from k2.scenarios.records import TradeFactory
 from k2.scenarios.sinks import IcebergReader, KafkaTopicReader
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # A typed platform error with a message is the seed's "fails expectedly": FAILED_GRACEFULLY.
-    if RUN in config.stash:
-        run = config.stash[RUN]
-        run.graceful_types = (*run.graceful_types, PlatformError)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from tests.unit.chaos.pytester_fakes import FAKE_STACK_CONFTEST
 
 pytest_plugins = ["pytester"]
 
@@ -76,31 +77,7 @@ def test_a_failing_scenario_is_classified_and_reported(pytester: pytest.Pytester
             chaos_check([], sources=["kafka:t"])
         """
     )
-    # The autouse scenario fixture needs a stack for chaos-marked tests: give it stand-ins (named fakes).
-    pytester.makeconftest(
-        """
-        import pytest
-
-        class FakeSession:
-            records = []
-            def halt(self): return []
-            def require_journal(self):
-                class J:
-                    def pending(self): return []
-                return J()
-
-        class FakeStack:
-            def up(self): pass
-
-        @pytest.fixture(scope="session")
-        def chaos_session():
-            return FakeSession()
-
-        @pytest.fixture(scope="session")
-        def k2_stack():
-            return FakeStack()
-        """
-    )
+    pytester.makeconftest(FAKE_STACK_CONFTEST)
     result = pytester.runpytest("--chaos-seed", "5", "--chaos-report-dir", "reports", "-p", "no:cacheprovider")
     result.assert_outcomes(failed=2)
     report = json.loads((pytester.path / "reports" / "report.json").read_text())

@@ -46,8 +46,9 @@ def _fault(start: float, end: float | None, kind: str = "service_failure", targe
 
 
 def _scenario(
-    name: str, *, lose: bool = False, error: BaseException | None = None, hang: bool = False
-) -> ScenarioResult:
+    name: str, *, lose: bool = False, error: BaseException | None = None, hang: bool = False,
+    expected: tuple[str, ...] = ("pass",),
+) -> ScenarioResult:  # fmt: skip
     ledger = Ledger(name)
     observed = []
     for i in range(40):  # 4 per second for 10 s; nothing acknowledged during the fault (3 s .. 5 s)
@@ -62,6 +63,7 @@ def _scenario(
     return ScenarioResult.build(
         name,
         outcome,
+        expected=list(expected),
         ledger=ledger,
         faults=[_fault(3, 5)],
         check=result,
@@ -86,7 +88,9 @@ def run() -> RunReport:
         versions={"kafka": "tansu 0.5", "postgres": "18.6"},
         scenarios=[
             _scenario("test_pause_ok"),
-            _scenario("test_graceful", error=ValueError("kafka unavailable; remedy: restart")),
+            _scenario(
+                "test_graceful", error=ValueError("kafka unavailable; remedy: restart"), expected=("failed_gracefully",)
+            ),
             _scenario("test_hang <&>", error=TimeoutError("flush"), hang=True),
             _scenario("test_lossy", lose=True),
         ],

@@ -1,6 +1,8 @@
-"""junit.xml for CI: HANG, CRASH and DATA_LOSS are failures; FAILED_GRACEFULLY passes with a note.
+"""junit.xml for CI: an outcome the scenario did not expect is a failure (HANG, CRASH and DATA_LOSS always);
+an expected FAILED_GRACEFULLY passes with a note.
 
-Properties carry the seed and the stack versions so a red CI run can be replayed exactly.
+Properties carry the seed and the stack versions so a red CI run can be replayed exactly; each testcase carries
+its full pytest node id (classname and name as pytest's own junitxml spells them, and a `nodeid` property).
 """
 
 from __future__ import annotations
@@ -30,8 +32,12 @@ def _properties(parent: ET.Element, run: RunReport) -> None:
         ET.SubElement(props, "property", name=_clean(name), value=_clean("" if value is None else value))
 
 
+def _expected(s: ScenarioResult) -> str:
+    return " or ".join(Outcome(o).label for o in s.expected)
+
+
 def _details(s: ScenarioResult) -> str:
-    parts = [f"outcome: {s.outcome.label} - {s.reason}", f"action: {s.outcome.action}"]
+    parts = [f"outcome: {s.outcome.label} - {s.reason}", f"expected: {_expected(s)}", f"action: {s.outcome.action}"]
     if s.error:
         parts.append(f"error: {s.error}")
     if s.check:
@@ -43,19 +49,30 @@ def _details(s: ScenarioResult) -> str:
     return "\n".join(parts)
 
 
+def _names(s: ScenarioResult) -> tuple[str, str]:
+    """(classname, name) from the node id as pytest's junitxml spells them: path.to.module.Class, test[params]."""
+    if not s.nodeid:
+        return s.suite, s.name
+    path, *rest = s.nodeid.split("::")
+    parts = [path.removesuffix(".py").replace("/", "."), *rest]
+    return ".".join(parts[:-1]), parts[-1]
+
+
 def _testcase(suite_el: ET.Element, s: ScenarioResult) -> None:
-    classname = s.nodeid.split("::")[0].removesuffix(".py").replace("/", ".") if s.nodeid else s.suite
+    classname, name = _names(s)
     case = ET.SubElement(
-        suite_el, "testcase", name=_clean(s.name), classname=_clean(classname), time=f"{s.duration_s:.3f}"
+        suite_el, "testcase", name=_clean(name), classname=_clean(classname), time=f"{s.duration_s:.3f}"
     )
-    if s.outcome in (Outcome.HANG, Outcome.CRASH, Outcome.DATA_LOSS):
-        failure = ET.SubElement(
-            case, "failure", message=_clean(f"{s.outcome.label}: {s.reason}"[:500]), type=s.outcome.value
-        )
+    if s.nodeid:
+        props = ET.SubElement(case, "properties")
+        ET.SubElement(props, "property", name="nodeid", value=_clean(s.nodeid))
+    if s.failure:
+        head = s.outcome.label + ("" if s.outcome.info.failure else f" (expected {_expected(s)})")
+        failure = ET.SubElement(case, "failure", message=_clean(f"{head}: {s.reason}"[:500]), type=s.outcome.value)
         failure.text = _clean(_details(s))
     elif s.outcome is Outcome.FAILED_GRACEFULLY:
         out = ET.SubElement(case, "system-out")
-        out.text = _clean("FAILED GRACEFULLY (counted as passed): " + _details(s))
+        out.text = _clean("FAILED GRACEFULLY, as expected (counted as passed): " + _details(s))
 
 
 def to_junit(run: RunReport) -> ET.ElementTree:

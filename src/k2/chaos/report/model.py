@@ -19,7 +19,7 @@ from typing import Any
 
 from k2.chaos.checker import CheckResult
 from k2.chaos.ledger import Ledger, Op
-from k2.chaos.outcome import Outcome, is_failure, worst
+from k2.chaos.outcome import Outcome, worst
 
 __all__ = [
     "RunReport",
@@ -106,6 +106,7 @@ class ScenarioResult:
 
     name: str
     outcome: Outcome
+    expected: list[str] = field(default_factory=lambda: [Outcome.PASS.value])  # what the scenario declares
     nodeid: str = ""
     description: str = ""
     suite: str = "chaos"
@@ -130,8 +131,14 @@ class ScenarioResult:
         return self.counts.get("acknowledged", 0)
 
     @property
+    def as_expected(self) -> bool:
+        """The outcome is one the scenario declared (PASS unless it said otherwise); never HANG/CRASH/DATA_LOSS."""
+        return self.outcome.value in self.expected and not self.outcome.info.failure
+
+    @property
     def failure(self) -> bool:
-        return is_failure(self.outcome)
+        """Fails the run: any outcome the scenario did not expect (HANG, CRASH, DATA_LOSS always)."""
+        return not self.as_expected
 
     @property
     def check_anomalies(self) -> list[dict[str, Any]]:
@@ -194,6 +201,7 @@ class ScenarioResult:
         data["outcome"] = self.outcome.value
         data["outcome_label"] = self.outcome.label
         data["action"] = self.outcome.action
+        data["as_expected"] = self.as_expected
         data["acked"] = self.acked
         return data
 
@@ -223,7 +231,8 @@ class RunReport:
 
     @property
     def failed(self) -> bool:
-        """True when any scenario hung, crashed or lost data: the run's exit status."""
+        """True when any scenario ended other than it expected (hung, crashed, lost data, or passed where it
+        expected the platform to fail gracefully): the run's exit status."""
         return any(s.failure for s in self.scenarios)
 
     def counts(self) -> dict[str, int]:
