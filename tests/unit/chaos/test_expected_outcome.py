@@ -116,6 +116,26 @@ def test_a_failing_cleanup_is_a_crash_not_a_pass(pytester: pytest.Pytester) -> N
     assert "cleaning up" in found["test_body_passes"]["reason"]
 
 
+def test_a_scenario_that_cannot_start_is_one_crash(pytester: pytest.Pytester) -> None:
+    run(
+        pytester,
+        """
+        import pytest
+
+        @pytest.fixture
+        def broken():
+            raise RuntimeError("setup broke")
+
+        @pytest.mark.chaos
+        def test_setup_fails(broken):
+            pass
+        """,
+    )
+    report = json.loads((pytester.path / "reports" / "report.json").read_text())
+    assert [(s["name"], s["outcome"]) for s in report["scenarios"]] == [("test_setup_fails", "crash")]  # once
+    assert "could not start: RuntimeError: setup broke" in report["scenarios"][0]["reason"]
+
+
 def test_a_skipped_scenario_is_not_judged(pytester: pytest.Pytester) -> None:
     run(
         pytester,
