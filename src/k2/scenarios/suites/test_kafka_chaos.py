@@ -1,7 +1,9 @@
 """The seed's Kafka chaos scenarios, on the real stack: broker failures, partitions, resource pressure,
 latency, concurrent failures and consumer resilience. Each follows the seed's pattern (baseline, inject,
 behaviour under failure, recovery), says in its docstring what should happen, asserts recovery, and runs
-the data-loss checker on an independent read of the topic.
+the data-loss checker on an independent read of the topic. A scenario marked
+`chaos_expect("failed_gracefully")` ends with the platform's typed error by design; what must hold after
+the restore is checked in its `finally:`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import pytest
 from confluent_kafka import Consumer
 
 from k2.platform.errors import PlatformError
+from k2.scenarios.timing import within
 
 pytestmark = [pytest.mark.chaos, pytest.mark.chaos_kafka]
 
@@ -86,6 +89,24 @@ class TestKafkaBrokerFailure:
         states = [(chaos_ledger.get(t["trade_id"]).state.value, chaos_ledger.get(t["trade_id"]).error) for t in after]
         assert all(s == "acknowledged" for s, _ in states), states
         verify_no_loss()
+
+    @pytest.mark.chaos_expect("failed_gracefully")
+    def test_full_buffer_during_outage_raises_backpressure(
+        self, make_producer: Any, trade_factory: Any, chaos_kafka_failure: Any, verify_no_loss: Any
+    ) -> None:
+        """Broker frozen while a producer with a bounded buffer (500 records, 2 s block timeout) keeps sending:
+        once the buffer is full, produce_trade raises BackpressureError, a typed error saying Kafka is not
+        acknowledging, within its block timeout (no hang, no silent drop), which ends the scenario: expected
+        outcome FAILED GRACEFULLY. After the resume everything the producer accepted is delivered exactly once."""
+        producer = make_producer(max_buffered_messages=500, block_timeout=2.0)
+        produce(producer, trade_factory, 100)
+        assert producer.flush(30) == 0
+        try:
+            with chaos_kafka_failure(duration_seconds=None, mode="pause"), within(10, "filling the buffer"):
+                produce(producer, trade_factory, 1000)  # the 501st record finds the buffer full
+        finally:  # the broker runs again (the error left the block): what was accepted must all arrive
+            assert producer.flush(60) == 0
+            verify_no_loss()
 
 
 def timed_out(ledger: Any) -> int:
