@@ -20,6 +20,7 @@ import pytest
 from k2.chaos.checker import CheckResult, Observed, check
 from k2.chaos.faults import Fault, Terminated, inject_latency, network_partition, resource_limit, service_failure
 from k2.chaos.ledger import Ledger
+from k2.chaos.seeds import Draws, new_seed, rng_for
 from k2.chaos.session import ChaosSession
 
 MARKERS = {
@@ -45,6 +46,7 @@ class ScenarioState:
     started_at: float = 0.0
     verdict: tuple[Any, str] | None = None  # (Outcome, reason), judged when the scenario's body ended
     error: BaseException | None = None
+    draws: Draws | None = None  # the seeded decisions that shaped its faults
 
 
 @dataclass
@@ -90,7 +92,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {text}")
     seed = config.getoption("--chaos-seed", None)
     config.stash[RUN] = ChaosRun(
-        seed=seed if seed is not None else random.SystemRandom().randrange(2**31),
+        seed=seed if seed is not None else new_seed(),
         report_dir=config.getoption("--chaos-report-dir", Path("chaos-reports")),
         timeout=config.getoption("--chaos-timeout", 180.0),
         keep_stack=config.getoption("--chaos-keep-stack", False),
@@ -120,6 +122,18 @@ def _run(request: pytest.FixtureRequest) -> ChaosRun:
 
 def _scenario(item: pytest.Item) -> ScenarioState | None:
     return item.config.stash[RUN].scenarios.get(item.nodeid)
+
+
+def _state(request: pytest.FixtureRequest) -> ScenarioState:
+    return _run(request).scenarios.setdefault(request.node.nodeid, ScenarioState())
+
+
+def scenario_key(item: pytest.Item) -> str:
+    """The scenario's name for its random streams and the fault schedule: its module and test id, the same
+    however it was collected (`k2 chaos run`, `pytest tests/chaos`, from another directory)."""
+    function = getattr(item, "function", None)
+    module = getattr(function, "__module__", None) or item.nodeid.split("::", 1)[0]
+    return f"{module}::{item.nodeid.split('::', 1)[-1]}"
 
 
 # ---- the stack and the session ---------------------------------------------------------------------
@@ -162,7 +176,7 @@ def _chaos_scenario(request: pytest.FixtureRequest) -> Iterator[None]:
     session: ChaosSession = request.getfixturevalue("chaos_session")
     stack = request.getfixturevalue("k2_stack")
     stack.up()  # a service an earlier scenario left down (or that crashed) comes back with its data
-    state = _run(request).scenarios.setdefault(request.node.nodeid, ScenarioState())
+    state = _state(request)
     state.first_fault, state.started_at = len(session.records), time.time()
     try:
         yield
@@ -181,14 +195,24 @@ def chaos_seed(request: pytest.FixtureRequest) -> int:
 
 @pytest.fixture
 def chaos_rng(request: pytest.FixtureRequest) -> random.Random:
-    """A random source per scenario: the run's seed and the scenario's id, so one scenario replays alone."""
-    return random.Random(f"{_run(request).seed}:{request.node.nodeid}")
+    """The scenario's workload randomness (records, symbols, sizes): a stream of the run's seed for this
+    scenario alone, so it replays by itself and drawing more here never moves a fault."""
+    return rng_for(_run(request).seed, f"workload:{scenario_key(request.node)}")
+
+
+@pytest.fixture
+def chaos_draws(request: pytest.FixtureRequest) -> Draws:
+    """The scenario's decisions that shape its faults (a duration, when to inject, a parameter), drawn from
+    the run's seed by name and written to the report's fault schedule: `chaos_draws.uniform("pause_s", 2, 4)`."""
+    state = _state(request)
+    state.draws = Draws(_run(request).seed, f"faults:{scenario_key(request.node)}")
+    return state.draws
 
 
 @pytest.fixture
 def chaos_ledger(request: pytest.FixtureRequest) -> Ledger:
     """Every operation the scenario's clients performed; feed it with a producer's outcome observer."""
-    state = _run(request).scenarios.setdefault(request.node.nodeid, ScenarioState())
+    state = _state(request)
     state.ledger = Ledger(name=request.node.name)
     return state.ledger
 
@@ -196,7 +220,7 @@ def chaos_ledger(request: pytest.FixtureRequest) -> Ledger:
 @pytest.fixture
 def chaos_check(chaos_ledger: Ledger, request: pytest.FixtureRequest) -> Callable[..., CheckResult]:
     """check(observed, sources=..., ordered=...) -> CheckResult; fails the scenario on lost or duplicated data."""
-    state = _run(request).scenarios.setdefault(request.node.nodeid, ScenarioState())
+    state = _state(request)
 
     def run_check(observed: list[Observed], **options: Any) -> CheckResult:
         result = check(chaos_ledger, observed, name=request.node.name, **options)

@@ -22,7 +22,7 @@ import pytest
 from k2.chaos.checker import CheckResult
 from k2.chaos.faults import Terminated
 from k2.chaos.outcome import Outcome, classify_with_reason, parse_expected
-from k2.chaos.pytest_plugin import RUN, ScenarioState
+from k2.chaos.pytest_plugin import RUN, ScenarioState, scenario_key
 
 EXPECT_MARKER = "chaos_expect"
 EXPECTED = pytest.StashKey[tuple[Outcome, ...]]()
@@ -172,6 +172,8 @@ def _record(item: pytest.Item, state: ScenarioState) -> None:
             check=_merge(state.checks),
             error=state.error,
             nodeid=item.nodeid,
+            key=scenario_key(item),
+            decisions=dict(state.draws.made) if state.draws is not None else {},
             description=" ".join(doc.split()),
             suite=suite,
             reason=reason,

@@ -19,7 +19,7 @@ from k2.chaos.targets.process import proc_stat
 
 SUITES = {"kafka": "chaos_kafka", "storage": "chaos_storage", "all": "chaos"}
 SUITE_PACKAGE = "k2.scenarios.suites"
-NOT_FAULTS = {"chaos_session", "chaos_ledger", "chaos_check", "chaos_rng", "chaos_seed"}
+NOT_FAULTS = {"chaos_session", "chaos_ledger", "chaos_check", "chaos_rng", "chaos_seed", "chaos_draws"}
 
 
 @dataclass(frozen=True)

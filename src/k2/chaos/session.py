@@ -7,7 +7,6 @@ touched, and every injection goes through the session's journal, so a fault neve
 from __future__ import annotations
 
 import logging
-import random
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from k2.chaos.errors import ChaosError, UnsafeTarget
 from k2.chaos.journal import Journal
+from k2.chaos.seeds import new_seed
 from k2.chaos.targets import Probe, Target
 from k2.chaos.watchdog import Watchdog
 
@@ -42,6 +42,7 @@ class FaultRecord:
     effect: dict[str, Any] = field(default_factory=dict)
     restore_effect: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    primitive: str | None = None  # the target primitive that injected it (e.g. pause, kill): its mode
 
 
 class ChaosSession:
@@ -67,8 +68,8 @@ class ChaosSession:
         self.disks = dict(disks or {})
         self.probes = dict(probes or {})
         self.journal_path = Path(journal_path)
-        self.seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
-        self.rng = random.Random(self.seed)
+        # The run's seed; a component that needs randomness derives its own stream (k2.chaos.seeds.rng_for).
+        self.seed = seed if seed is not None else new_seed()
         self.records: list[FaultRecord] = []
         self._recover = recover
         self._use_watchdog = watchdog

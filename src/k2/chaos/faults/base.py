@@ -101,6 +101,7 @@ class Fault(ABC):
         target = self.target = session.resolve(self.target_ref, facet=self.facet)
         journal = session.require_journal()
         self.record.params = self.params()
+        self.record.primitive = self.primitive
         started = time.time()
         entry_id = journal.begin(target, self.primitive, self.record.params, fault=self.kind)
         try:

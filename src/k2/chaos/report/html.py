@@ -74,8 +74,20 @@ started <b>{_e(iso(run.started_at))}</b> &middot; finished <b>{_e(iso(run.finish
 </div>
 <div class="chips">{versions or '<span class="small">no stack versions recorded</span>'}</div>
 <div class="tiles">{tiles}</div>
-<p class="small">The same seed (<code>{_e(run.seed)}</code>) replays the same fault schedule.</p>
+<p class="small">The same seed replays the same fault schedule (report.json: <code>fault_schedule</code>):
+<code>k2 chaos run --seed {_e(run.seed)}</code>, or <code>pytest --chaos-seed {_e(run.seed)}</code>.</p>
 </section>"""
+
+
+def _expectation(s: ScenarioResult) -> str:
+    """What the scenario expected and whether it held; nothing when it expected PASS and either passed or
+    ended in a class that is always a failure (the badge says it all)."""
+    if s.expected == [Outcome.PASS.value] and (s.as_expected or s.outcome.info.failure):
+        return ""
+    wanted = " or ".join(Outcome(o).label for o in s.expected)
+    if s.as_expected:
+        return ' <span class="small">as expected</span>'
+    return f' <span class="bad">expected {_e(wanted)}</span>'
 
 
 def _overview(run: RunReport) -> str:
@@ -84,7 +96,7 @@ def _overview(run: RunReport) -> str:
         lost = f'<span class="bad">{s.lost}</span>' if s.lost else "0"
         dup = f'<span class="bad">{s.duplicated}</span>' if s.duplicated else "0"
         rows.append(
-            f'<tr><td><a href="#s{i}">{_e(s.name)}</a></td><td>{_badge(s.outcome)}</td>'
+            f'<tr><td><a href="#s{i}">{_e(s.name)}</a></td><td>{_badge(s.outcome)}{_expectation(s)}</td>'
             f'<td class="num">{_e(format_recovery(s))}</td><td class="num">{s.acked}</td><td class="num">{lost}</td>'
             f'<td class="num">{dup}</td><td class="num">{s.duration_s:.1f}s</td></tr>'
         )
@@ -130,6 +142,8 @@ def _faults(s: ScenarioResult) -> str:
             window = f"+{start - base:.2f}s &rarr; " + (
                 f"+{end - base:.2f}s ({end - start:.2f}s)" if end else "not restored"
             )
+        if f.get("after_invoked") is not None:
+            window += f"<div class='small'>after {f['after_invoked']} operations</div>"
         rec = f.get("recovery_s")
         rec_text = f"{rec:.2f}s" if rec is not None else ("never" if f.get("traffic_after_restore") else "-")
         error = f'<div class="bad">{_e(f["error"])}</div>' if f.get("error") else ""
@@ -210,6 +224,8 @@ def _scenario(i: int, s: ScenarioResult) -> str:
     if origin is not None and end is not None and (s.series or s.faults):
         chart = "<h3>Timeline</h3>" + timeline_svg(s.series, s.faults, origin=origin, end=end, chart_id=f"c{i}")
     description = f'<p class="desc">{_e(s.description.strip())}</p>' if s.description.strip() else ""
+    if s.decisions:
+        description += f'<div class="small">Drawn from the seed: {_kv(s.decisions)}</div>'
     nodeid = f'<p class="meta mono">{_e(s.nodeid)}</p>' if s.nodeid and s.nodeid != s.name else ""
     extras = []
     if s.anomalies:
@@ -222,10 +238,10 @@ def _scenario(i: int, s: ScenarioResult) -> str:
         extras.append(f"<details><summary>Stack dump at timeout</summary><pre>{_e(s.stack_dump)}</pre></details>")
     return f"""<section class="card" id="s{i}">
 <div class="head"><div><h2>{_e(s.name)}</h2>{nodeid}<p class="meta">suite <b>{_e(s.suite)}</b></p></div>
-<div>{_badge(s.outcome, big=True)}</div></div>
+<div>{_badge(s.outcome, big=True)}{_expectation(s)}</div></div>
 {description}
 <div class="reason r-{s.outcome.value}"><div>{_e(s.reason or s.outcome.meaning)}</div>
-<div class="action">Action: {_e(s.outcome.action)}</div></div>
+<div class="action">Action: {_e(s.action)}</div></div>
 {_anomalies(s)}
 {_metrics(s)}
 {chart}

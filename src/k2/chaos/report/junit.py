@@ -37,7 +37,7 @@ def _expected(s: ScenarioResult) -> str:
 
 
 def _details(s: ScenarioResult) -> str:
-    parts = [f"outcome: {s.outcome.label} - {s.reason}", f"expected: {_expected(s)}", f"action: {s.outcome.action}"]
+    parts = [f"outcome: {s.outcome.label} - {s.reason}", f"expected: {_expected(s)}", f"action: {s.action}"]
     if s.error:
         parts.append(f"error: {s.error}")
     if s.check:

@@ -20,6 +20,7 @@ from typing import Any
 from k2.chaos.checker import CheckResult
 from k2.chaos.ledger import Ledger, Op
 from k2.chaos.outcome import Outcome, worst
+from k2.chaos.report.schedule import fault_schedule
 
 __all__ = [
     "RunReport",
@@ -33,6 +34,7 @@ __all__ = [
 
 _FAULT_FIELDS = (
     "kind",
+    "primitive",
     "target",
     "params",
     "duration_s",
@@ -94,6 +96,14 @@ def _traffic_after(ops: Iterable[Op], restored_at: float | None) -> bool:
     return any(op.invoked_at >= restored_at or op.completed_at is None or op.completed_at >= restored_at for op in ops)
 
 
+def _invoked_before(ops: Iterable[Op], injected_at: float | None) -> int | None:
+    """How many operations the scenario had started when the fault was injected: when it came, in the
+    workload's terms (replayed by the seed; a wall-clock offset is measured and varies run to run)."""
+    if injected_at is None:
+        return None
+    return sum(1 for op in ops if op.invoked_at <= injected_at)
+
+
 def fault_recoveries(ledger: Ledger | Sequence[float], faults: Iterable[Any]) -> list[float | None]:
     """recovery_time for each fault, from the ledger's acknowledgements (or sorted ack times)."""
     times = ledger.ack_times() if isinstance(ledger, Ledger) else sorted(ledger)
@@ -108,6 +118,8 @@ class ScenarioResult:
     outcome: Outcome
     expected: list[str] = field(default_factory=lambda: [Outcome.PASS.value])  # what the scenario declares
     nodeid: str = ""
+    key: str = ""  # module::test id, the same however it was collected: its name in the fault schedule
+    decisions: dict[str, Any] = field(default_factory=dict)  # what the seed chose for its faults, by name
     description: str = ""
     suite: str = "chaos"
     reason: str = ""
@@ -154,6 +166,18 @@ class ScenarioResult:
         """Ways this scenario's counts fail to add up; [] when they do (see accounting_problems)."""
         return accounting_problems(self.to_dict())
 
+    @property
+    def action(self) -> str:
+        """What to do: the outcome's action, or for a PASS/FAILED GRACEFULLY the scenario did not expect, why
+        that is a failure (the platform behaved differently than documented)."""
+        if self.failure and not self.outcome.info.failure:
+            wanted = " or ".join(Outcome(o).label for o in self.expected)
+            return (
+                f"Not as expected ({wanted}): find out why the platform behaved differently, then fix it or the "
+                "scenario's documented expectation"
+            )
+        return self.outcome.action
+
     @classmethod
     def build(
         cls,
@@ -181,6 +205,7 @@ class ScenarioResult:
             for fault, rec in zip(fault_dicts, fault_recoveries(ledger, fault_dicts), strict=True):
                 fault["recovery_s"] = rec
                 fault["traffic_after_restore"] = _traffic_after(ops, fault["restored_at"])
+                fault["after_invoked"] = _invoked_before(ops, fault["injected_at"])
             # Only faults with operations in flight or started after their restore can show a recovery: a
             # scenario that stopped sending before the restore (storage faults) has none to judge.
             judged = [f for f in fault_dicts if f["restored_at"] is not None and f["traffic_after_restore"]]
@@ -200,7 +225,7 @@ class ScenarioResult:
         data = jsonable({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         data["outcome"] = self.outcome.value
         data["outcome_label"] = self.outcome.label
-        data["action"] = self.outcome.action
+        data["action"] = self.action
         data["as_expected"] = self.as_expected
         data["acked"] = self.acked
         return data
@@ -257,6 +282,7 @@ class RunReport:
             "outcome": self.outcome.value,
             "failed": self.failed,
             "counts": self.counts(),
+            "fault_schedule": fault_schedule(self),
             "scenarios": [s.to_dict() for s in self.scenarios],
         }
 

@@ -31,20 +31,23 @@ def acked(ledger: Any) -> int:
 
 class TestKafkaBrokerFailure:
     def test_producer_survives_brief_kafka_outage(
-        self, producer_v2: Any, trade_factory: Any, chaos_kafka_failure: Any, chaos_ledger: Any, verify_no_loss: Any
-    ) -> None:
-        """Broker frozen 3 s (pause): the producer buffers, nothing is acknowledged while frozen, everything
-        is delivered exactly once after resume."""
-        produce(producer_v2, trade_factory, 100)
+        self, producer_v2: Any, trade_factory: Any, chaos_kafka_failure: Any, chaos_draws: Any, chaos_ledger: Any,
+        verify_no_loss: Any,
+    ) -> None:  # fmt: skip
+        """Broker frozen 2-4 s (pause; the seed draws how long, and after how many trades): the producer
+        buffers, nothing is acknowledged while frozen, everything is delivered exactly once after resume."""
+        baseline = chaos_draws.randint("baseline_trades", 50, 150)
+        pause_s = chaos_draws.uniform("pause_s", 2.0, 4.0)
+        produce(producer_v2, trade_factory, baseline)
         assert producer_v2.flush(30) == 0
-        with chaos_kafka_failure(duration_seconds=3, mode="pause"):
+        with chaos_kafka_failure(duration_seconds=pause_s, mode="pause"):
             produce(producer_v2, trade_factory, 300)
             producer_v2.poll(0.5)
-            assert acked(chaos_ledger) == 100  # buffered, not lost
+            assert acked(chaos_ledger) == baseline  # buffered, not lost
         produce(producer_v2, trade_factory, 100)
         assert producer_v2.flush(60) == 0
         verify_no_loss()
-        assert acked(chaos_ledger) == 500
+        assert acked(chaos_ledger) == baseline + 400
 
     def test_producer_reconnects_after_graceful_restart(
         self, producer_v2: Any, trade_factory: Any, chaos_kafka_failure: Any, chaos_ledger: Any, verify_no_loss: Any
@@ -247,10 +250,14 @@ class TestKafkaLatency:
         verify_no_loss()
 
     def test_jitter_exercises_retry_backoff(
-        self, producer_v2: Any, trade_factory: Any, chaos_kafka_latency: Any, chaos_ledger: Any, verify_no_loss: Any
-    ) -> None:
-        """100 ms +/- 50 ms of jitter: acknowledgement latency spreads, retries (if any) add no duplicates."""
-        with chaos_kafka_latency(latency_ms=100, jitter_ms=50):
+        self, producer_v2: Any, trade_factory: Any, chaos_kafka_latency: Any, chaos_draws: Any, chaos_ledger: Any,
+        verify_no_loss: Any,
+    ) -> None:  # fmt: skip
+        """60-140 ms of latency with 20-50 ms of jitter (drawn from the seed): acknowledgement latency spreads,
+        retries (if any) add no duplicates."""
+        latency_ms = chaos_draws.randint("latency_ms", 60, 140)
+        jitter_ms = chaos_draws.randint("jitter_ms", 20, 50)
+        with chaos_kafka_latency(latency_ms=latency_ms, jitter_ms=jitter_ms):
             for _ in range(10):
                 produce(producer_v2, trade_factory, 20)
                 producer_v2.flush(30)

@@ -39,14 +39,16 @@ def written(writer: Any) -> int:
 
 class TestMinIOFailure:
     def test_writer_buffers_through_brief_s3_outage(
-        self, producer_v2: Any, trade_factory: Any, iceberg_writer: Any, chaos_minio_failure: Any, verify_no_loss: Any
-    ) -> None:
-        """Object store frozen 3 s (pause): the writer holds its batch and retries; after resume every
-        acknowledged trade is in Iceberg exactly once."""
+        self, producer_v2: Any, trade_factory: Any, iceberg_writer: Any, chaos_minio_failure: Any, chaos_draws: Any,
+        verify_no_loss: Any,
+    ) -> None:  # fmt: skip
+        """Object store frozen 2-4 s (pause; the seed draws how long): the writer holds its batch and retries;
+        after resume every acknowledged trade is in Iceberg exactly once."""
+        pause_s = chaos_draws.uniform("pause_s", 2.0, 4.0)
         produce(producer_v2, trade_factory, 200)
         assert producer_v2.flush(30) == 0
         wait_for(lambda: written(iceberg_writer) >= 200, 60, "the baseline to reach Iceberg")
-        with chaos_minio_failure(duration_seconds=3, mode="pause"):
+        with chaos_minio_failure(duration_seconds=pause_s, mode="pause"):
             produce(producer_v2, trade_factory, 300)
             assert producer_v2.flush(30) == 0  # Kafka keeps its own log: producing is unaffected
         verify_no_loss(iceberg=True)
