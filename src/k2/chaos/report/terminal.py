@@ -10,6 +10,7 @@ report.html.
 from __future__ import annotations
 
 import re
+import textwrap
 from typing import Any
 
 from rich import box
@@ -112,7 +113,9 @@ def _add_rows(table: Table, run: RunReport, name_width: int) -> None:
     for s in run.scenarios:
         name = Text("\n".join(wrap_name(s.name, name_width)))
         for window in fault_windows(s):
-            name.append("\n  " + window, style="dim")
+            lines = textwrap.wrap(window, name_width, initial_indent="  ", subsequent_indent="    ",
+                                  break_on_hyphens=False, break_long_words=False)  # fmt: skip
+            name.append("\n" + "\n".join(lines), style="dim")
         table.add_row(
             name,
             _outcome_cell(s),
