@@ -8,9 +8,12 @@ import re
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from k2.chaos.errors import ChaosError
 from k2.stack import BACKENDS, LocalStack, StackError, open_stack
@@ -169,12 +172,23 @@ def cmd_chaos_run(args: argparse.Namespace) -> int:
         project=args.project,
     )  # fmt: skip
     if args.dry_run:
-        table = Table("scenario", "faults", "what should happen", title=f"k2 chaos run --dry-run ({args.suite})")
-        for item in dry_run(options):
-            table.add_row(item["nodeid"].split("::", 1)[-1], ", ".join(item["faults"]) or "-", item["doc"])
-        out.print(table)
+        _print_dry_run(dry_run(options), args.suite)
         return 0
     return run(options)
+
+
+def _print_dry_run(items: list[dict[str, Any]], suite: str) -> None:
+    """One block per scenario, its name whole on a line of its own (plain text: a parametrize id is not console
+    markup), so the list reads at any width and the names can be copied into -k."""
+    from k2.chaos.outcome import Outcome
+
+    out.print(Text(f"k2 chaos run --dry-run ({suite}): {len(items)} scenarios", style="bold"))
+    for item in items:
+        expects = " or ".join(Outcome(o).label for o in item["expects"])
+        out.print(Text(item["nodeid"].split("::", 1)[-1], style="bold"), soft_wrap=True)
+        out.print(Text(f"    faults: {', '.join(item['faults']) or '-'}; expects: {expects}", style="dim"))
+        if item["doc"]:
+            out.print(Padding(Text(item["doc"]), (0, 0, 0, 4)))
 
 
 def cmd_chaos_halt(args: argparse.Namespace) -> int:

@@ -6,13 +6,14 @@ Also `k2 chaos halt`: from another terminal, restore every active fault at once 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from k2.chaos.errors import RestoreFailed
+from k2.chaos.errors import ChaosError, RestoreFailed
 from k2.chaos.journal import read_journal
 from k2.chaos.targets import target_from_description
 from k2.chaos.targets.process import proc_stat
@@ -89,13 +90,17 @@ class _Lister:
         self.items: list[dict[str, Any]] = []
 
     def pytest_collection_finish(self, session: Any) -> None:
+        from k2.chaos.pytest_verdict import expected_outcomes
+
         for item in session.items:
             text = (getattr(getattr(item, "function", None), "__doc__", None) or "").strip()
             doc = [" ".join(text.split("\n\n")[0].split())] if text else []
             faults = sorted(f for f in item.fixturenames if f.startswith("chaos_") and f not in NOT_FAULTS)
+            expects = [o.value for o in expected_outcomes(item)]
             self.items.append(
-                {"nodeid": item.nodeid, "name": item.name, "faults": faults, "doc": doc[0] if doc else ""}
-            )
+                {"nodeid": item.nodeid, "name": item.name, "faults": faults, "expects": expects,
+                 "doc": doc[0] if doc else ""}
+            )  # fmt: skip
 
 
 def dry_run(options: RunOptions) -> list[dict[str, Any]]:
@@ -103,9 +108,12 @@ def dry_run(options: RunOptions) -> list[dict[str, Any]]:
     import pytest
 
     lister = _Lister()
-    code = pytest.main([*pytest_args(options), "--collect-only", "-q"], plugins=[lister])
+    output = io.StringIO()  # pytest's own listing is noise here; it is shown when collecting fails
+    with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+        code = pytest.main([*pytest_args(options), "--collect-only", "-q"], plugins=[lister])
     if code not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
-        raise RuntimeError(f"collecting the scenarios failed (pytest exit {int(code)})")
+        tail = "\n".join(output.getvalue().strip().splitlines()[-15:])
+        raise ChaosError(f"collecting the scenarios failed (pytest exit {int(code)}); fix what pytest says:\n{tail}")
     return lister.items
 
 
