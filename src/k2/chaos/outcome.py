@@ -22,6 +22,7 @@ __all__ = [
     "OutcomeInfo",
     "classify",
     "classify_with_reason",
+    "describe_error",
     "is_failure",
     "parse_expected",
     "worst",
@@ -169,13 +170,13 @@ def _classify(
     if check is not None and check.data_loss:
         return Outcome.DATA_LOSS, _loss_reason(check)
     if timed_out:
-        return Outcome.HANG, "the scenario hit its timeout" + (f" ({_describe(error)})" if error else "")
+        return Outcome.HANG, "the scenario hit its timeout" + (f" ({describe_error(error)})" if error else "")
     if error is not None:
         if graceful_types and isinstance(error, graceful_types):
             if str(error).strip():
-                return Outcome.FAILED_GRACEFULLY, f"typed error with a message: {_describe(error)}"
+                return Outcome.FAILED_GRACEFULLY, f"typed error with a message: {describe_error(error)}"
             return Outcome.CRASH, f"{type(error).__name__} without a message: a failure must say what and why"
-        return Outcome.CRASH, f"unexpected exception: {_describe(error)}"
+        return Outcome.CRASH, f"unexpected exception: {describe_error(error)}"
     if not test_passed:
         return Outcome.CRASH, "the scenario failed without an exception (a dead process or a failed check)"
     if check is not None and not check.clean:
@@ -197,7 +198,8 @@ def classify(
     return classify_with_reason(test_passed, error, timed_out, check, graceful_types)[0]
 
 
-def _describe(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
+    """'Type: first line of the message', for a reason line."""
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 

@@ -20,6 +20,7 @@ import pytest
 from k2.chaos.checker import CheckResult, Observed, check
 from k2.chaos.faults import Fault, Terminated, inject_latency, network_partition, resource_limit, service_failure
 from k2.chaos.ledger import Ledger
+from k2.chaos.outcome import Outcome
 from k2.chaos.seeds import Draws, new_seed, rng_for
 from k2.chaos.session import ChaosSession
 
@@ -44,7 +45,7 @@ class ScenarioState:
     timed_out: bool = False
     stack_dump: str | None = None
     started_at: float = 0.0
-    verdict: tuple[Any, str] | None = None  # (Outcome, reason), judged when the scenario's body ended
+    verdict: tuple[Outcome, str] | None = None  # with its reason, judged when the scenario's body ended
     error: BaseException | None = None
     draws: Draws | None = None  # the seeded decisions that shaped its faults
 
@@ -173,10 +174,11 @@ def _chaos_scenario(request: pytest.FixtureRequest) -> Iterator[None]:
     if request.node.get_closest_marker("chaos") is None:
         yield
         return
+    state = _state(request)  # first: a stack that cannot come up is this scenario's CRASH, not a silent gap
+    state.started_at = time.time()
     session: ChaosSession = request.getfixturevalue("chaos_session")
     stack = request.getfixturevalue("k2_stack")
     stack.up()  # a service an earlier scenario left down (or that crashed) comes back with its data
-    state = _state(request)
     state.first_fault, state.started_at = len(session.records), time.time()
     try:
         yield

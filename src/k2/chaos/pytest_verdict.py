@@ -21,7 +21,7 @@ import pytest
 
 from k2.chaos.checker import CheckResult
 from k2.chaos.faults import Terminated
-from k2.chaos.outcome import Outcome, classify_with_reason, parse_expected
+from k2.chaos.outcome import Outcome, classify_with_reason, describe_error, parse_expected
 from k2.chaos.pytest_plugin import RUN, ScenarioState, scenario_key
 
 EXPECT_MARKER = "chaos_expect"
@@ -92,21 +92,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if state is None:
         return report
     error = call.excinfo.value if call.excinfo is not None else None
-    if report.when == "setup" and report.failed:
-        state.error = error
-        state.verdict = (Outcome.CRASH, f"the scenario could not start: {_describe(error)}")
-    elif report.when == "call":
+    if report.when == "call":
         _judge(item, state, report, error)
-    elif report.when == "teardown":
-        if (
-            report.failed
-            and state.verdict is not None
-            and state.verdict[0] in (Outcome.PASS, Outcome.FAILED_GRACEFULLY)
-        ):
-            state.error = error
-            state.verdict = (Outcome.CRASH, f"cleaning up after the scenario failed: {_describe(error)}")
-        if state.verdict is not None:  # a scenario that was skipped did not run: pytest reports the skip
-            _record(item, state)
+    elif report.failed and error is not None and (state.verdict is None or not state.verdict[0].info.failure):
+        # a setup that failed: the scenario never ran; a cleanup that failed: the platform did not come out whole
+        what = "the scenario could not start" if report.when == "setup" else "cleaning up after the scenario failed"
+        state.error, state.verdict = error, (Outcome.CRASH, f"{what}: {describe_error(error)}")
+    if report.when == "teardown" and state.verdict is not None:  # a skipped scenario did not run: not judged
+        _record(item, state)
     return report
 
 
@@ -139,13 +132,6 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -
     if report.when == "call" and getattr(report, "k2_expected_failure", False):
         return "failed gracefully", "g", ("FAILED GRACEFULLY", {"cyan": True})
     return None
-
-
-def _describe(error: BaseException | None) -> str:
-    if error is None:
-        return "no exception"
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
 def _merge(checks: list[CheckResult]) -> CheckResult | None:

@@ -136,6 +136,30 @@ def test_a_scenario_that_cannot_start_is_one_crash(pytester: pytest.Pytester) ->
     assert "could not start: RuntimeError: setup broke" in report["scenarios"][0]["reason"]
 
 
+def test_a_stack_that_cannot_come_up_is_a_crash_of_each_scenario(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        FAKE_STACK_CONFTEST
+        + """
+@pytest.fixture(scope="session")
+def k2_stack():
+    raise RuntimeError("kafka did not become healthy within 30s")
+"""
+    )
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.chaos
+        def test_one():
+            pass
+        """
+    )
+    pytester.runpytest("--chaos-report-dir=reports", "-p", "no:cacheprovider")
+    report = json.loads((pytester.path / "reports" / "report.json").read_text())
+    assert [(s["name"], s["outcome"]) for s in report["scenarios"]] == [("test_one", "crash")]
+    assert report["failed"] is True
+
+
 def test_a_skipped_scenario_is_not_judged(pytester: pytest.Pytester) -> None:
     run(
         pytester,
