@@ -14,7 +14,7 @@ scenario, once every plugin and conftest is registered: it never depends on the 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from typing import Any
 
 import pytest
@@ -55,10 +55,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Each scenario's expectation and graceful error types, checked before anything runs (also in a dry run)."""
     for item in items:
         marker = item.get_closest_marker(EXPECT_MARKER)
+        args = marker.args if marker is not None else (Outcome.PASS.value,)
         try:
-            item.stash[EXPECTED] = parse_expected(marker.args) if marker is not None else (Outcome.PASS,)
+            item.stash[EXPECTED] = parse_expected(args)
         except ValueError as exc:
-            raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{EXPECT_MARKER}{marker.args!r}: {exc}") from None
+            raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{EXPECT_MARKER}{args!r}: {exc}") from None
         item.stash[GRACEFUL] = _graceful_errors(item)
 
 
@@ -86,7 +87,9 @@ def _state(item: pytest.Item) -> ScenarioState | None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report: pytest.TestReport = yield
     state = _state(item)
     if state is None:
