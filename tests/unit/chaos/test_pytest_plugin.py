@@ -20,6 +20,7 @@ def test_markers_are_registered_so_strict_markers_passes(pytester: pytest.Pytest
         @pytest.mark.chaos_kafka
         @pytest.mark.chaos_storage
         @pytest.mark.slow
+        @pytest.mark.chaos_expect("pass")
         def test_marked():
             pass
         """
