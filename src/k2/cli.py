@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from k2.chaos.errors import ChaosError
+from k2.chaos.runner import SUITES
 from k2.stack import BACKENDS, LocalStack, StackError, open_stack
 
 console = Console(stderr=True)
@@ -266,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     recover.set_defaults(func=cmd_chaos_recover)
 
     crun = with_data_dir(chaos.add_parser("run", help="the main job: run the chaos suites, print and write reports"))
-    crun.add_argument("--suite", choices=("kafka", "storage", "all"), default="all")
+    crun.add_argument("--suite", choices=tuple(SUITES), default="all")
     crun.add_argument("--seed", type=int, default=None, help="replay a run: the seed is printed in every report")
     crun.add_argument("-k", dest="select", default=None, help="select scenarios (pytest -k expression)")
     crun.add_argument("--dry-run", action="store_true", help="list scenarios and their faults; touch nothing")

@@ -28,8 +28,12 @@ MARKERS = {
     "chaos": "a chaos scenario: destructive, injects faults into the stack",
     "chaos_kafka": "a chaos scenario against Kafka (the broker, its store, the schema registry)",
     "chaos_storage": "a chaos scenario against storage (S3, the catalog database, the query engine)",
+    "chaos_api": "a chaos scenario against the query API (rate limits, its circuit breaker, the gateway process)",
+    "chaos_clock": "a chaos scenario skewing clocks (time jumps, DST, a producer behind the broker)",
     "slow": "takes more than a few seconds",
 }
+
+SUITE_MARKERS = ("chaos_kafka", "chaos_storage", "chaos_api", "chaos_clock")
 
 
 class ScenarioTimeout(BaseException):

@@ -22,7 +22,7 @@ import pytest
 from k2.chaos.checker import CheckResult
 from k2.chaos.faults import Terminated
 from k2.chaos.outcome import Outcome, classify_with_reason, describe_error, parse_expected
-from k2.chaos.pytest_plugin import RUN, ScenarioState, scenario_key
+from k2.chaos.pytest_plugin import RUN, SUITE_MARKERS, ScenarioState, scenario_key
 
 EXPECT_MARKER = "chaos_expect"
 EXPECTED = pytest.StashKey[tuple[Outcome, ...]]()
@@ -149,7 +149,7 @@ def _record(item: pytest.Item, state: ScenarioState) -> None:
 
     assert state.verdict is not None
     outcome, reason = state.verdict
-    suite = next((m for m in ("chaos_kafka", "chaos_storage") if item.get_closest_marker(m)), "chaos")
+    suite = next((m for m in SUITE_MARKERS if item.get_closest_marker(m)), "chaos")
     doc = getattr(getattr(item, "function", None), "__doc__", None) or ""
     item.config.stash[RUN].results.append(
         ScenarioResult.build(

@@ -20,6 +20,7 @@ class Endpoints:
     schema_registry_url: str
     fault_proxy_url: str
     data_dir: str
+    api_url: str = ""  # the query API (empty for a stack started before it existed)
 
     def as_env(self) -> dict[str, str]:
         return {
@@ -32,7 +33,21 @@ class Endpoints:
             "K2_SCHEMA_REGISTRY_URL": self.schema_registry_url,
             "K2_FAULT_PROXY_URL": self.fault_proxy_url,
             "K2_DATA_DIR": self.data_dir,
+            "K2_API_URL": self.api_url,
         }
+
+
+def lakehouse_env(stack: StackState) -> dict[str, str]:
+    """What a reader of the lakehouse needs (S3 and the catalog, as clients reach them), as `k2 stack env`
+    names it; for services planned after `s3` and `postgres`."""
+    creds = stack.credentials
+    return {
+        "K2_S3_ENDPOINT": f"http://{stack.services['s3'].advertised}",
+        "K2_S3_ACCESS_KEY_ID": creds["s3_access_key"],
+        "K2_S3_SECRET_ACCESS_KEY": creds["s3_secret_key"],
+        "K2_S3_BUCKET": LAKEHOUSE_BUCKET,
+        "K2_POSTGRES_URI": Postgres.uri(stack, stack.services["postgres"]),
+    }
 
 
 def endpoints_of(stack: StackState) -> Endpoints:
@@ -47,4 +62,5 @@ def endpoints_of(stack: StackState) -> Endpoints:
         schema_registry_url=f"http://{stack.services['schema-registry'].advertised}",
         fault_proxy_url=f"http://{stack.services['fault-proxy'].advertised}",
         data_dir=stack.data_dir,
+        api_url=f"http://{stack.services['api'].advertised}" if "api" in stack.services else "",
     )

@@ -24,7 +24,7 @@ from tests.integration.stack.helpers import assert_data_survived, run_k2, seed_d
 pytestmark = pytest.mark.integration
 
 CONTAINERISED = {"kafka", "kafka-store", "s3", "postgres"}
-HOST_PROCESSES = {"fault-proxy", "schema-registry"}
+HOST_PROCESSES = {"fault-proxy", "schema-registry", "api"}
 
 
 def project_containers(engine: Any, project: str) -> dict[str, dict[str, Any]]:

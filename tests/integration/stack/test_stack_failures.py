@@ -47,7 +47,7 @@ def test_unknown_service_lists_the_known_ones(stack_dir: Path) -> None:
         done = run_k2("stack", *args, "--data-dir", str(stack_dir))
         assert done.returncode == 2
         assert (
-            "the stack's services are: fault-proxy, kafka-store, kafka, s3, postgres, schema-registry"
+            "the stack's services are: fault-proxy, kafka-store, kafka, s3, postgres, schema-registry, api"
             in done.stderr.replace("\n", " ")
         )
 

@@ -87,7 +87,7 @@ def test_clients_reach_every_service_through_the_fault_proxy(stack: LocalStack) 
 def test_stop_and_start_each_service_keeps_data(stack: LocalStack) -> None:
     ep = stack.endpoints()
     seeded = seed_data(ep)
-    for name in ("kafka", "kafka-store", "s3", "postgres", "schema-registry", "fault-proxy"):
+    for name in ("kafka", "kafka-store", "s3", "postgres", "schema-registry", "api", "fault-proxy"):
         old_pid = stack.state().services[name].process.pid
         assert stack.stop_service(name) in ("stopped", "killed")
         assert stack.state().services[name].process is None
@@ -111,6 +111,7 @@ def test_kill_9_is_reported_down_and_up_brings_it_back(stack: LocalStack) -> Non
         "s3": "down",
         "postgres": "down",
         "schema-registry": "healthy",
+        "api": "healthy",
     }
 
     cli = run_k2("stack", "status", "--data-dir", str(stack.data_dir))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from k2.stack.services.api import QueryApi
 from k2.stack.services.base import Layout, Service
 from k2.stack.services.fault_proxy import FaultProxy
 from k2.stack.services.kafka import Tansu
@@ -26,6 +27,7 @@ def embedded_services() -> dict[str, Service]:
         SeaweedS3("s3", bucket=LAKEHOUSE_BUCKET, role="lakehouse object store (SeaweedFS S3)"),
         Postgres(),
         SchemaRegistry(),
+        QueryApi(),
     ]
     return {s.name: s for s in services}
 
