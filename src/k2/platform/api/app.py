@@ -137,8 +137,10 @@ def create_app(config: PlatformConfig, settings: ApiSettings | None = None) -> S
                     return error(429, "rate_limited", "too many requests from this client",
                                  "wait Retry-After seconds; spread requests out or ask for a higher limit",
                                  retry_after=limiter.retry_after_header(wait))  # fmt: skip
-                args = parse_args(request.query_params.multi_items(), allowed=ALLOWED[kind],
-                                  default_namespace=config.namespace, default_timeout=settings.query_timeout)  # fmt: skip
+                args = parse_args(
+                    request.query_params.multi_items(), allowed=ALLOWED[kind], default_namespace=config.namespace,
+                    default_timeout=settings.query_timeout,
+                )  # fmt: skip
                 body = await anyio.to_thread.run_sync(_guarded, run, args)
             except BadParameter as exc:
                 return error(400, exc.code, exc.message, exc.remedy, parameter=exc.parameter)

@@ -17,7 +17,7 @@ import threading
 
 import token_bucket
 
-__all__ = ["ClientLimiter", "OVERFLOW"]
+__all__ = ["OVERFLOW", "ClientLimiter"]
 
 OVERFLOW = "~overflow"
 
