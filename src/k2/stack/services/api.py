@@ -14,7 +14,7 @@ NAME = "api"
 # Small enough that a chaos scenario can exhaust one client in a second, large enough for normal use.
 RATE_PER_CLIENT = 20
 BURST_PER_CLIENT = 40
-BREAKER_FAILURES = 5
+BREAKER_FAILURES = 3
 BREAKER_RESET_S = 3
 QUERY_TIMEOUT_S = 5
 
