@@ -13,12 +13,17 @@ Why these choices (measured, see README):
   file: a process that mapped `clock_dir/libfaketime.so.1` is armed for that domain (/proc/PID/maps).
 - NO_CACHE costs a file read per wall-clock read (~19 µs instead of ~0.5 µs; monotonic reads untouched);
   a 1 s cache would delay every fault and restore by up to 2 s.
+- glibc's C11 `cnd_timedwait` (librdkafka's timed waits) waits inside libc where libfaketime cannot
+  translate it: a process skewed forward by N s would sleep N s in every timed wait (a Kafka client stalls).
+  A 15-line shim (faketime_c11.c, built with `cc` into the clock dir) routes it through the
+  pthread_cond_timedwait that libfaketime does translate. Without a C compiler the shim is left out.
 - It reaches dynamically linked processes only: tansu (static-pie Rust) and weed (static Go) never load
   it, so their clocks cannot be skewed this way.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
@@ -31,7 +36,11 @@ from k2.chaos.errors import ChaosError, Unsupported
 
 __all__ = ["LIBRARY", "OFFSET", "arm_env", "armed_pids", "measure_offset", "prepare", "read_offset", "write_offset"]
 
+log = logging.getLogger(__name__)
+
 LIBRARY = "libfaketime.so.1"
+SHIM = "k2-c11-wait.so"
+SHIM_SOURCE = Path(__file__).with_name("faketime_c11.c")
 OFFSET = "offset"
 MAX_OFFSET_S = 20 * 365 * 86400  # what a chaos clock fault may ask for: 20 years either way
 
@@ -52,8 +61,9 @@ def source_library() -> Path:
 
 def arm_env(clock_dir: Path) -> dict[str, str]:
     """The environment that makes a process follow `clock_dir/offset` from its start."""
+    preload = [str(clock_dir / SHIM)] if (clock_dir / SHIM).is_file() else []
     return {
-        "LD_PRELOAD": str(clock_dir / LIBRARY),
+        "LD_PRELOAD": ":".join([*preload, str(clock_dir / LIBRARY)]),
         "FAKETIME_TIMESTAMP_FILE": str(clock_dir / OFFSET),
         "FAKETIME_NO_CACHE": "1",
         "FAKETIME_DONT_FAKE_MONOTONIC": "1",
@@ -76,6 +86,7 @@ def prepare(clock_dir: Path) -> None:
                 shutil.copyfileobj(src, out)
                 os.fchmod(out.fileno(), 0o644)
             os.rename(tmp, LIBRARY, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        _build_shim(clock_dir, dir_fd)
         try:
             os.stat(OFFSET, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:
@@ -141,15 +152,42 @@ def _open_dir(clock_dir: Path) -> int:
     return fd
 
 
-def _replace(dir_fd: int, text: str) -> None:
-    tmp = f".{OFFSET}.{secrets.token_hex(4)}"
+def _replace(dir_fd: int, text: str, name: str = OFFSET) -> None:
+    tmp = f".{name}.{secrets.token_hex(4)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
     try:
         os.write(fd, text.encode())
         os.fchmod(fd, 0o644)
     finally:
         os.close(fd)
-    os.rename(tmp, OFFSET, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+
+def _build_shim(clock_dir: Path, dir_fd: int) -> None:
+    """Compile the C11 wait shim next to the library, once per source version (a stamp holds its source)."""
+    stamp = clock_dir / (SHIM + ".c")
+    if (clock_dir / SHIM).is_file() and _same_file_content(SHIM_SOURCE, stamp):
+        return
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        log.warning(
+            "clock dir %s: no C compiler (cc), so the C11 wait shim is not built: Kafka clients skewed "
+            "forward will stall in timed waits. Remedy: install gcc, then restart the stack",
+            clock_dir,
+        )
+        return
+    tmp = f".{SHIM}.{secrets.token_hex(4)}"
+    done = subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(clock_dir / tmp), str(SHIM_SOURCE),
+                           "-lpthread"], capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    if done.returncode != 0:
+        raise ChaosError(f"building the clock shim {SHIM_SOURCE} failed: {done.stderr.strip()[-500:]}")
+    fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        os.fchmod(fd, 0o644)  # the service users (k2pg) must load it
+    finally:
+        os.close(fd)
+    os.rename(tmp, SHIM, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    _replace(dir_fd, SHIM_SOURCE.read_text(), name=stamp.name)
 
 
 def _same_file_content(a: Path, b: Path) -> bool:

@@ -121,6 +121,44 @@ def test_the_clock_dir_is_never_written_through_a_symlink(tmp_path: Path) -> Non
     assert not (real / faketime.OFFSET).exists()
 
 
+# librdkafka's timed waits: glibc's C11 cnd_timedwait for 0.2 s past the (faked) now, timed on the monotonic clock.
+C11_WAIT = textwrap.dedent("""
+    import ctypes, sys, time
+    libc = ctypes.CDLL(None, use_errno=True)  # the global scope: what librdkafka binds to, preloads first
+    class Timespec(ctypes.Structure):
+        _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+    cond, mutex = ctypes.create_string_buffer(64), ctypes.create_string_buffer(64)
+    assert libc.cnd_init(cond) == 0 and libc.mtx_init(mutex, 0) == 0 and libc.mtx_lock(mutex) == 0
+    for line in sys.stdin:
+        now = Timespec()
+        libc.clock_gettime(0, ctypes.byref(now))  # CLOCK_REALTIME, as librdkafka computes its deadlines
+        deadline = Timespec(now.tv_sec, now.tv_nsec + 200_000_000)
+        if deadline.tv_nsec >= 1_000_000_000:
+            deadline.tv_sec, deadline.tv_nsec = deadline.tv_sec + 1, deadline.tv_nsec - 1_000_000_000
+        started = time.monotonic()
+        libc.cnd_timedwait(cond, mutex, ctypes.byref(deadline))
+        print(repr(time.monotonic() - started), flush=True)
+""")
+
+
+def test_c11_timed_waits_stay_short_after_a_forward_jump(
+    spawn: Callable[..., subprocess.Popen[str]], domain: Path
+) -> None:
+    """Without the shim a process skewed 30 s forward sleeps 30 s in every C11 timed wait (a Kafka client
+    stalls); with it the 0.2 s wait stays 0.2 s."""
+    waiter = spawn(C11_WAIT, faketime.arm_env(domain), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert waiter.stdin is not None and waiter.stdout is not None
+
+    def wait_once() -> float:
+        waiter.stdin.write("?\n")  # type: ignore[union-attr]
+        waiter.stdin.flush()  # type: ignore[union-attr]
+        return float(waiter.stdout.readline())  # type: ignore[union-attr]
+
+    assert wait_once() < 1.0
+    ClockTarget("writer", str(domain), service_pid=lambda: waiter.pid).skew_clock(30)
+    assert wait_once() < 2.0, "a C11 timed wait slept for the skew: the wait shim is not in effect"
+
+
 RUNNER = """
 import sys, time
 from k2.chaos.journal import Journal
