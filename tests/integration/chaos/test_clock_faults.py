@@ -100,9 +100,20 @@ def test_a_process_started_unarmed_is_refused_and_nothing_is_left_skewed(
     assert faketime.read_offset(domain) == 0.0
 
 
-def test_a_domain_nobody_follows_is_refused(domain: Path) -> None:
-    with pytest.raises(InjectionFailed, match="start the process with the stack's clock_env"):
-        ClockTarget("writer", str(domain)).skew_clock(60)
+def test_a_service_that_is_not_running_is_refused(domain: Path) -> None:
+    with pytest.raises(InjectionFailed, match="not running"):
+        ClockTarget("postgres", str(domain), service_pid=lambda: None).skew_clock(60)
+    assert faketime.read_offset(domain) == 0.0
+
+
+def test_a_client_domain_moves_before_its_processes_start(
+    spawn: Callable[..., subprocess.Popen[str]], domain: Path
+) -> None:
+    target = ClockTarget("producer", str(domain))
+    assert target.skew_clock(-600).measured["armed_pids"] == []
+    assert abs(clock_of(spawn(CLOCK_SERVER, faketime.arm_env(domain), stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)) + 600) < 0.5  # fmt: skip
+    target.unskew()
 
 
 def test_static_binaries_are_unsupported_and_restoring_them_is_a_no_op() -> None:

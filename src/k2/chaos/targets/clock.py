@@ -1,13 +1,13 @@
 """A clock domain as a chaos target: the processes armed with one offset file (see k2.chaos.faketime).
 
-`skew_clock(offset_seconds)` writes the offset and proves it took: an armed reader sees the new time, at
-least one live process follows the domain (the service's own process, when the domain is a service's),
-and, when a probe is given, the service itself reports the shifted time (PostgreSQL's clock_timestamp(),
+`skew_clock(offset_seconds)` writes the offset and proves it took: an armed reader sees the new time,
+the service's own process follows the domain's file (/proc maps), and, when a probe is given, the service itself reports the shifted time (PostgreSQL's clock_timestamp(),
 an HTTP Date header). `unskew()` writes "+0" and proves the same; it needs nothing but the description,
 so the journal and the watchdog restore a clock like any other fault.
 
-A domain K2 cannot arm (a static binary: tansu, weed) is a target too, whose primitives raise
-`Unsupported` naming why, so asking for it fails before anything is touched.
+A client domain (the processes a scenario starts with the stack's `clock_env`, before or after the
+fault) needs no live process: an armed reader seeing the new time is the proof. A domain K2 cannot arm
+(a static binary: tansu, weed) is a target too, whose primitives raise `Unsupported` naming why.
 """
 
 from __future__ import annotations
@@ -57,13 +57,14 @@ class ClockTarget:
         clock_dir = self._dir()
         t0, wall = time.monotonic(), time.time()
         armed = faketime.armed_pids(clock_dir)
-        pid = self._service_pid() if self._service_pid is not None else None
-        if not armed or (pid is not None and pid not in armed):
-            raise InjectionFailed(
-                f"{self.name}: its process ({pid or 'any'}) does not follow the clock file {clock_dir}; processes "
-                f"are armed when they start: restart it (`k2 stack start {self.name}` after a stop), or start "
-                "the process with the stack's clock_env for this domain"
-            )
+        if self._service_pid is not None:  # a service's clock: its own process must follow the file
+            pid = self._service_pid()
+            if pid is None or pid not in armed:
+                raise InjectionFailed(
+                    f"{self.name}: its process ({pid or 'not running'}) does not follow the clock file "
+                    f"{clock_dir}; services are armed when they start: restart it (`k2 stack stop/start "
+                    f"{self.name}`)"
+                )
         faketime.write_offset(clock_dir, offset_seconds)
         try:
             measured = self._settle(clock_dir, offset_seconds, probe, InjectionFailed)
@@ -79,6 +80,8 @@ class ClockTarget:
         if self.unsupported is not None:
             return Effect("unskew", self.name, wall, 0.0, {"unsupported": self.unsupported}, changed=False)
         clock_dir = self._dir()
+        if not (clock_dir / faketime.OFFSET).exists():  # never prepared: no process can have followed it
+            return Effect("unskew", self.name, wall, 0.0, {"clock_dir": str(clock_dir), "absent": True}, False)
         previous = faketime.read_offset(clock_dir)
         faketime.write_offset(clock_dir, 0.0)
         measured = self._settle(clock_dir, 0.0, probe, RestoreFailed)

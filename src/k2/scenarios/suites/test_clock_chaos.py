@@ -5,10 +5,11 @@ processes armed in their own clock domain. Kafka (tansu) and S3 (weed) are stati
 K2 cannot move: their clients' clocks move instead, which is what a skewed host looks like to them.
 
 Expected outcomes (each scenario asserts its own; the checker reads Kafka and Iceberg throughout):
-- writer and catalog 5 min ahead: everything is written; Iceberg stamps those snapshots 5 min in the
-  future, and after the step back the next snapshot is OLDER than its parent (snapshot history is not
-  monotonic; nothing rejects it). Writer 30 min ahead: beyond S3's ~15 min signing window every write is
-  refused (typed storage error, the writer retries); after the step back it catches up, nothing lost.
+- writer and catalog 30 min ahead (beyond SeaweedFS's ~15 min signing window for raw S3 requests): no
+  storage error reaches the writer (the AWS SDK in pyarrow signs with a corrected time after the server
+  refuses a skewed request) and everything is written; but Iceberg stamps those snapshots 30 min in the
+  future, and after the step back the next snapshot is OLDER than its parent: snapshot history is not
+  monotonic and nothing rejects it (time travel "as of" a time in that half hour is ambiguous).
 - DST: a writer and a reader on Europe/London time with their clocks at the autumn switch (01:00-02:00
   local happens twice): bars and partitions are UTC, so the repeated local hour is neither merged nor
   split and every trade is in exactly one hourly and one daily bar.
@@ -108,28 +109,22 @@ class TestTimeJumps:
         self, producer_v2: Any, trade_factory: Any, platform_config: Any, writer_process: Callable[..., Any],
         chaos_session: Any, verify_no_loss: Any,
     ) -> None:  # fmt: skip
-        """Writer and catalog 5 min ahead, then stepped back: all written, and Iceberg's snapshot history runs
-        backwards at the step. Writer 30 min ahead: S3 refuses its signatures (typed storage errors, retried);
-        after the step back it catches up. Nothing acknowledged is lost or written twice."""
-        writer, log = writer_process()
+        """Writer and catalog 30 min ahead (an NTP step), then stepped back: every trade is written once, and
+        Iceberg's snapshot history runs backwards at the step back (the snapshot after it is older than its
+        parent). Nothing acknowledged is lost or written twice."""
+        writer, _ = writer_process()
         produce(producer_v2, trade_factory, 30)
         wait_for(lambda: in_iceberg(platform_config) >= 30, 60, "the baseline in Iceberg")
-        with clock_skew("writer", 300, session=chaos_session), clock_skew("postgres", 300, session=chaos_session):
+        with clock_skew("writer", 1800, session=chaos_session), clock_skew("postgres", 1800, session=chaos_session):
             produce(producer_v2, trade_factory, 30)
             wait_for(lambda: in_iceberg(platform_config) >= 60, 60, "trades written by the skewed writer")
             ahead = snapshot_times(platform_config)[-1]
-        assert ahead / 1000 - time.time() > 240, "the writer's clock did not reach Iceberg's snapshot times"
+        assert ahead / 1000 - time.time() > 1700, "the writer's clock did not reach Iceberg's snapshot times"
         produce(producer_v2, trade_factory, 30)
         wait_for(lambda: in_iceberg(platform_config) >= 90, 60, "trades written after the step back")
         history = snapshot_times(platform_config)
         assert history[-1] < ahead, f"expected the snapshot after the step back to be older: {history}"
-
-        with clock_skew("writer", 1800, session=chaos_session):
-            produce(producer_v2, trade_factory, 30)
-            wait_for(lambda: "RequestTimeTooSkewed" in log.read_text(errors="replace"), 30,
-                     "S3 to refuse the skewed writer's signatures")  # fmt: skip
-            assert in_iceberg(platform_config) == 90 and writer.poll() is None
-        wait_for(lambda: in_iceberg(platform_config) >= 120, 60, "the writer to catch up after the step back")
+        assert writer.poll() is None
         verify_no_loss(iceberg=True)
 
 
