@@ -67,8 +67,10 @@ def clock_targets(stack: LocalStack) -> dict[str, ClockTarget]:
             targets[name] = ClockTarget(name, str(directory), service_pid=_pid_of(stack, name))
         else:
             targets[name] = ClockTarget(name, None, unsupported=f"{name} " + UNSUPPORTED.get(name, "is not armed"))
-    for domain in CLIENT_DOMAINS:
-        targets[domain] = ClockTarget(domain, str(clock_dir(state.data_dir, domain)))
+    for domain in CLIENT_DOMAINS:  # ready before any process of the domain starts: a fault may come first
+        directory = clock_dir(state.data_dir, domain)
+        faketime.prepare(directory)
+        targets[domain] = ClockTarget(domain, str(directory))
     return targets
 
 

@@ -1,8 +1,9 @@
 """A clock domain as a chaos target: the processes armed with one offset file (see k2.chaos.faketime).
 
 `skew_clock(offset_seconds)` writes the offset and proves it took: an armed reader sees the new time,
-the service's own process follows the domain's file (/proc maps), and, when a probe is given, the service itself reports the shifted time (PostgreSQL's clock_timestamp(),
-an HTTP Date header). `unskew()` writes "+0" and proves the same; it needs nothing but the description,
+the service's own process follows the domain's file (/proc maps), and, when a probe is given, the
+service itself reports the shifted time (PostgreSQL's clock_timestamp(), an HTTP Date header).
+`unskew()` writes "+0" and proves the same; it needs nothing but the description,
 so the journal and the watchdog restore a clock like any other fault.
 
 A client domain (the processes a scenario starts with the stack's `clock_env`, before or after the
