@@ -174,7 +174,7 @@ with QueryEngine(config, timeout=30) as engine:
         out[name] = [{"bucket": b["bucket"].astimezone().isoformat(), "utc": b["bucket"].timestamp(),
                       "trades": b["trades"]} for b in bars]
 table = open_table(build_catalog(config), config.namespace, "trade", "crypto", create=False)
-out["partitions"] = sorted({str(f.partition[0]) for f in table.scan().plan_files()} if table else [])
+out["partitions"] = sorted({f.file.partition[0] for f in table.scan().plan_files()} if table else [])
 print(json.dumps(out))
 """
 
