@@ -113,7 +113,7 @@ def _pid_of(stack: LocalStack, name: str) -> Callable[[], int | None]:
             return None
         if svc.container is not None:  # the container's main process, as the host sees it
             return stack.container_pid(svc) if hasattr(stack, "container_pid") else None
-        return svc.process.pid if procs.is_alive(svc.process) else None
+        return svc.process.pid if svc.process is not None and procs.is_alive(svc.process) else None
 
     return pid
 

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        config = PlatformConfig.from_env(**{k: v for k, v in _UNUSED.items() if not _env_has(k)})
+        config = PlatformConfig.from_env(None, **{k: v for k, v in _UNUSED.items() if not _env_has(k)})
         settings = ApiSettings(rate=args.rate, burst=args.burst, failure_threshold=args.breaker_failures,
                                reset_timeout=args.breaker_reset, query_timeout=args.query_timeout)  # fmt: skip
         app = create_app(config, settings)
