@@ -37,7 +37,8 @@ class ApiClient:
 
     def __init__(self, base_url: str, client_id: str, *, timeout: float = 10.0) -> None:
         self.client_id = client_id
-        self._http = httpx.Client(base_url=base_url, timeout=timeout, headers={"X-Client-Id": client_id})
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, headers={"X-Client-Id": client_id},
+                                  limits=httpx.Limits(max_connections=256))  # a flood is concurrent  # fmt: skip
 
     def get(self, path: str, **params: Any) -> Answer:
         started = time.perf_counter()
