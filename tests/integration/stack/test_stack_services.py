@@ -130,11 +130,12 @@ def test_cli_up_status_env_logs_down(stack_dir: Path) -> None:
         assert "all services healthy" in up.stderr
         status = run_k2("stack", "status", "--data-dir", str(stack_dir))
         assert status.returncode == 0
-        assert status.stdout.count("healthy") == 6
+        assert status.stdout.count("healthy") == 7
         env = run_k2("stack", "env", "--data-dir", str(stack_dir))
         exports = dict(line.removeprefix("export ").split("=", 1) for line in env.stdout.splitlines())
         assert exports["K2_KAFKA_BOOTSTRAP_SERVERS"].startswith("127.0.0.1:")
         assert exports["K2_POSTGRES_URI"].startswith("postgresql://k2:")
+        assert exports["K2_API_URL"].startswith("http://127.0.0.1:")
         logs = run_k2("stack", "logs", "kafka", "--data-dir", str(stack_dir))
         assert logs.returncode == 0 and "listening on" in logs.stdout
     finally:
@@ -142,4 +143,4 @@ def test_cli_up_status_env_logs_down(stack_dir: Path) -> None:
     assert down.returncode == 0
     assert processes_under(stack_dir) == []
     status = run_k2("stack", "status", "--data-dir", str(stack_dir))
-    assert status.returncode == 1 and status.stdout.count("stopped") >= 6
+    assert status.returncode == 1 and status.stdout.count("stopped") >= 7
