@@ -18,7 +18,15 @@ from typing import Any
 import pytest
 
 from k2.chaos.checker import CheckResult, Observed, check
-from k2.chaos.faults import Fault, Terminated, inject_latency, network_partition, resource_limit, service_failure
+from k2.chaos.faults import (
+    Fault,
+    Terminated,
+    clock_skew,
+    inject_latency,
+    network_partition,
+    resource_limit,
+    service_failure,
+)
 from k2.chaos.ledger import Ledger
 from k2.chaos.outcome import Outcome
 from k2.chaos.seeds import Draws, new_seed, rng_for
@@ -286,6 +294,26 @@ def chaos_kafka_resource_limit(chaos_session: ChaosSession) -> Callable[..., Fau
 def chaos_kafka_latency(chaos_session: ChaosSession) -> Callable[..., Fault]:
     def make(latency_ms: int = 100, jitter_ms: int = 20, **options: Any) -> Fault:
         return inject_latency("kafka", latency_ms, jitter_ms, session=chaos_session, **options)
+
+    return make
+
+
+@pytest.fixture
+def chaos_api_failure(chaos_session: ChaosSession) -> Callable[..., Fault]:
+    """The query API service (`api`) stopped, paused or killed."""
+
+    def make(duration_seconds: float | None = 5, mode: str = "pause") -> Fault:
+        return service_failure("api", duration_seconds, mode, session=chaos_session)
+
+    return make
+
+
+@pytest.fixture
+def chaos_clock_skew(chaos_session: ChaosSession) -> Callable[..., Fault]:
+    """clock_skew(target, offset_seconds | jump_to): a service's or a clock domain's wall clock moved."""
+
+    def make(target: str, offset_seconds: float | None = None, jump_to: Any = None, **options: Any) -> Fault:
+        return clock_skew(target, offset_seconds, jump_to, session=chaos_session, **options)
 
     return make
 

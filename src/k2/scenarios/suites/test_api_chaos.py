@@ -210,18 +210,16 @@ class TestCircuitBreaker:
 class TestGatewayFailure:
     def test_paused_gateway_times_out_clients_then_answers_correctly(
         self, api_client: Callable[..., ApiClient], api_data: Callable[[int], None], platform_config: Any,
-        chaos_session: Any, verify_api: Callable[[], None],
+        chaos_api_failure: Any, verify_api: Callable[[], None],
     ) -> None:  # fmt: skip
         """The API process frozen 3 s: every client gets a client-side timeout (no answer at all, never a partial
         body), requests sent meanwhile are answered or refused whole after the thaw, and the circuit stays closed
         (a frozen gateway is not a storage failure)."""
-        from k2.chaos.faults import service_failure
-
         api_data(30)
         ns = platform_config.namespace
         assert api_client("warm-up", timeout=60).vwap(SYMBOL, ns).status == 200  # a cold API loads its engine
         client = api_client("patient", timeout=1.0)
-        with service_failure("api", duration_seconds=3, mode="pause", session=chaos_session):
+        with chaos_api_failure(duration_seconds=3, mode="pause"):
             during = [client.vwap(SYMBOL, ns) for _ in range(2)]
             assert all(a.status is None and a.failure == "ReadTimeout" for a in during), during
         after = api_client("after-thaw")

@@ -32,7 +32,6 @@ from typing import Any
 
 import pytest
 
-from k2.chaos.faults import clock_skew
 from k2.scenarios.sinks import IcebergReader
 
 pytestmark = [pytest.mark.chaos, pytest.mark.chaos_clock]
@@ -107,7 +106,7 @@ def snapshot_times(config: Any) -> list[int]:
 class TestTimeJumps:
     def test_ntp_step_forward_and_back_on_the_writer_and_the_catalog(
         self, producer_v2: Any, trade_factory: Any, platform_config: Any, writer_process: Callable[..., Any],
-        chaos_session: Any, verify_no_loss: Any,
+        chaos_clock_skew: Any, verify_no_loss: Any,
     ) -> None:  # fmt: skip
         """Writer and catalog 30 min ahead (an NTP step), then stepped back: every trade is written once, and
         Iceberg's snapshot history runs backwards at the step back (the snapshot after it is older than its
@@ -115,7 +114,7 @@ class TestTimeJumps:
         writer, _ = writer_process()
         produce(producer_v2, trade_factory, 30)
         wait_for(lambda: in_iceberg(platform_config) >= 30, 60, "the baseline in Iceberg")
-        with clock_skew("writer", 1800, session=chaos_session), clock_skew("postgres", 1800, session=chaos_session):
+        with chaos_clock_skew("writer", 1800), chaos_clock_skew("postgres", 1800):
             produce(producer_v2, trade_factory, 30)
             wait_for(lambda: in_iceberg(platform_config) >= 60, 60, "trades written by the skewed writer")
             ahead = snapshot_times(platform_config)[-1]
@@ -131,7 +130,7 @@ class TestTimeJumps:
 class TestDaylightSaving:
     def test_autumn_switch_bars_and_partitions_stay_utc(
         self, producer_v2: Any, trade_factory: Any, platform_config: Any, writer_process: Callable[..., Any],
-        armed_process: Callable[..., Any], chaos_session: Any, verify_no_loss: Any, k2_stack: Any,
+        armed_process: Callable[..., Any], chaos_clock_skew: Any, verify_no_loss: Any, k2_stack: Any,
     ) -> None:  # fmt: skip
         """Writer and reader on Europe/London time on 2026-10-25, when BST ends at 01:00 UTC and local 01:00-02:00
         happens twice; their clocks at the end of the second 01:xx. Trades every 10 min from 23:00 to 01:50 UTC
@@ -140,8 +139,7 @@ class TestDaylightSaving:
         switch = datetime(2026, 10, 25, 1, 0, tzinfo=UTC)
         times = [switch - timedelta(hours=2) + timedelta(minutes=10 * i) for i in range(18)]  # 23:00 .. 01:50
         clock = switch + timedelta(minutes=59, seconds=30)  # after every trade: the writer validates against it
-        with clock_skew("writer", jump_to=clock, session=chaos_session), \
-                clock_skew("reader", jump_to=clock, session=chaos_session):  # fmt: skip
+        with chaos_clock_skew("writer", jump_to=clock), chaos_clock_skew("reader", jump_to=clock):
             writer_process(tz="Europe/London")
             for moment in times:
                 micros = int(moment.timestamp() * 1_000_000)
@@ -199,13 +197,13 @@ def _utc(seconds: float) -> str:
 class TestProducerClock:
     def test_producer_behind_the_broker_is_accepted_with_its_own_times(
         self, chaos_ledger: Any, platform_config: Any, armed_process: Callable[..., Any],
-        writer_process: Callable[..., Any], chaos_session: Any, verify_no_loss: Any,
+        writer_process: Callable[..., Any], chaos_clock_skew: Any, verify_no_loss: Any,
     ) -> None:  # fmt: skip
         """A producer process 10 min behind the broker (which keeps the true time): its trades carry event
         times 10 min in the past, validation's window accepts them (only the future is bounded), every
         acknowledged trade reaches Kafka and Iceberg once, with the producer's (skewed) times."""
         writer_process()
-        with clock_skew("producer", -600, session=chaos_session):
+        with chaos_clock_skew("producer", -600):
             proc, log = armed_process("producer", ["-m", "k2.scenarios.produce_process", SYMBOL, "40",
                                                    uuid.uuid4().hex[:6]])  # fmt: skip
             assert proc.wait(120) == 0, log.read_text(errors="replace")[-2000:]
