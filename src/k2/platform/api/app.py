@@ -141,7 +141,9 @@ def create_app(config: PlatformConfig, settings: ApiSettings | None = None) -> S
                     request.query_params.multi_items(), allowed=ALLOWED[kind], default_namespace=config.namespace,
                     default_timeout=settings.query_timeout,
                 )  # fmt: skip
-                body = await anyio.to_thread.run_sync(_guarded, run, args)
+                # admitted or refused on the event loop: an open circuit answers without a thread hop
+                with breaker.guard(_is_storage_failure):
+                    body = await anyio.to_thread.run_sync(run, engines.get(args.namespace), args)
             except BadParameter as exc:
                 return error(400, exc.code, exc.message, exc.remedy, parameter=exc.parameter)
             except BreakerOpen as exc:
@@ -161,10 +163,6 @@ def create_app(config: PlatformConfig, settings: ApiSettings | None = None) -> S
             return JSONResponse(body)
 
         return handle
-
-    def _guarded(run: Callable[[Any, QueryArgs], dict[str, Any]], args: QueryArgs) -> dict[str, Any]:
-        with breaker.guard(_is_storage_failure):
-            return run(engines.get(args.namespace), args)
 
     def trades(engine: Any, a: QueryArgs) -> dict[str, Any]:
         rows = _rows(engine.trades(a.symbol, a.start, a.end, limit=a.limit, timeout=a.timeout))
