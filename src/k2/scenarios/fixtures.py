@@ -115,6 +115,19 @@ def iceberg_writer(platform_config: PlatformConfig) -> Iterator[Any]:
 
 
 @pytest.fixture
+def lake_writer(platform_config: PlatformConfig) -> Iterator[Any]:
+    """The same writer on every partition of the scenario's topics without a consumer group, for scenarios
+    that fault something other than Kafka: no group join or leave (~3 s each on this broker)."""
+    from k2.platform.writer import IcebergWriter
+
+    writer = IcebergWriter(platform_config, group_id=f"writer-{platform_config.namespace}", batch_max_seconds=0.3,
+                           retry_max=1.0, assign_all=True, consumer_overrides={"client.id": "writer"})  # fmt: skip
+    writer.start()
+    yield writer
+    writer.stop(timeout=60)
+
+
+@pytest.fixture
 def query_engine(platform_config: PlatformConfig) -> Iterator[Any]:
     from k2.platform.query import QueryEngine
 

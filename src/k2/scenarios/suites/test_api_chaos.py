@@ -46,20 +46,6 @@ def api_client(k2_stack: Any) -> Iterator[Callable[..., ApiClient]]:
 
 
 @pytest.fixture
-def lake_writer(platform_config: Any) -> Iterator[Any]:
-    """The platform's Iceberg writer on every partition of the scenario's topics without a consumer group:
-    these scenarios fault the API and its storage, not Kafka, and skip the group join and leave (~3 s each)."""
-    from k2.platform.writer import IcebergWriter
-
-    writer = IcebergWriter(platform_config, group_id=f"writer-{platform_config.namespace}", batch_max_seconds=0.3,
-                           retry_max=1.0, assign_all=True,
-                           consumer_overrides={"client.id": "writer"})  # fmt: skip
-    writer.start()
-    yield writer
-    writer.stop(timeout=60)
-
-
-@pytest.fixture
 def api_data(producer_v2: Any, trade_factory: Any, lake_writer: Any) -> Callable[[int], None]:
     """api_data(n): n more acknowledged trades of SYMBOL, waited for until the writer has them in Iceberg."""
 
