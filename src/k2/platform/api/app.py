@@ -132,11 +132,14 @@ def create_app(config: PlatformConfig, settings: ApiSettings | None = None) -> S
     def endpoint(kind: str, run: Callable[[Any, QueryArgs], dict[str, Any]]) -> Callable[[Request], Any]:
         async def handle(request: Request) -> Response:
             try:
-                wait = limiter.acquire(client_of(request))
-                if wait is not None:
-                    return error(429, "rate_limited", "too many requests from this client",
-                                 "wait Retry-After seconds; spread requests out or ask for a higher limit",
-                                 retry_after=limiter.retry_after_header(wait))  # fmt: skip
+                key, wait = limiter.acquire(client_of(request))
+            except BadParameter as exc:
+                return error(400, exc.code, exc.message, exc.remedy, parameter=exc.parameter)
+            if wait is not None:
+                return error(429, "rate_limited", "too many requests from this client",
+                             "wait Retry-After seconds; spread requests out or ask for a higher limit",
+                             retry_after=limiter.retry_after_header(wait))  # fmt: skip
+            try:
                 args = parse_args(
                     request.query_params.multi_items(), allowed=ALLOWED[kind], default_namespace=config.namespace,
                     default_timeout=settings.query_timeout,
@@ -160,6 +163,8 @@ def create_app(config: PlatformConfig, settings: ApiSettings | None = None) -> S
                 log.exception("query API: %s %s failed unexpectedly", request.method, request.url.path)
                 return error(500, "internal_error", "the query failed unexpectedly (details in the API's log)",
                              "report it with the log (`k2 stack logs api`); retrying may help")  # fmt: skip
+            finally:
+                limiter.release(key)
             return JSONResponse(body)
 
         return handle
@@ -182,8 +187,8 @@ def create_app(config: PlatformConfig, settings: ApiSettings | None = None) -> S
             "status": "ok",
             "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             "breaker": asdict(breaker.snapshot()),
-            "limiter": {"rate": limiter.rate, "burst": limiter.burst, "clients": limiter.clients,
-                        "rejected": limiter.rejected},
+            "limiter": {"rate": limiter.rate, "burst": limiter.burst, "max_in_flight": limiter.max_in_flight,
+                        "clients": limiter.clients, "rejected": limiter.rejected},
         })  # fmt: skip
 
     async def http_error(request: Request, exc: Exception) -> Response:

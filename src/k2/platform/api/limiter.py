@@ -2,8 +2,9 @@
 
 Why this library: its buckets refill on the monotonic clock, so a clock jump on the API host neither
 frees a flood nor locks clients out for an hour (`limits` and most others keep windows on the wall
-clock). Each client gets `burst` requests at once and `rate` a second after that; a refused request is
-told when one token will be back (Retry-After).
+clock). Each client gets `burst` requests at once and `rate` a second after that, and at most `max_in_flight`
+requests running at a time (so one client's admitted burst cannot queue up the query engine's few
+workers for everyone); a refused request is told when to come back (Retry-After).
 
 The client id is what the client says it is (`X-Client-Id`), else its address: this isolates a noisy
 client from the others, it is not authentication. Distinct ids are bounded (`max_clients`): past that,
@@ -23,30 +24,46 @@ OVERFLOW = "~overflow"
 
 
 class ClientLimiter:
-    def __init__(self, rate: float, burst: int, *, max_clients: int = 10_000) -> None:
+    def __init__(self, rate: float, burst: int, *, max_in_flight: int = 4, max_clients: int = 10_000) -> None:
         if not 0 < rate <= 1_000_000:
             raise ValueError(f"rate={rate}: give requests per second, 0 < rate <= 1000000")
         if not 1 <= burst <= 1_000_000:
             raise ValueError(f"burst={burst}: give 1..1000000 requests")
-        self.rate, self.burst, self.max_clients = rate, burst, max_clients
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight={max_in_flight}: give at least 1")
+        self.rate, self.burst, self.max_clients, self.max_in_flight = rate, burst, max_clients, max_in_flight
+        self._in_flight: dict[str, int] = {}
         self._storage = token_bucket.MemoryStorage()
         self._limiter = token_bucket.Limiter(rate, burst, self._storage)
         self._clients: set[str] = set()
         self._lock = threading.Lock()
         self.rejected = 0
 
-    def acquire(self, client: str) -> float | None:
-        """None when the request may go; else the seconds until the client has a token again."""
+    def acquire(self, client: str) -> tuple[str, float | None]:
+        """(the bucket's key, None) when the request may go: call `release(key)` when it is done; else
+        (key, seconds until the client may come back)."""
         with self._lock:
             if client not in self._clients:
                 if len(self._clients) >= self.max_clients:
                     client = OVERFLOW
                 self._clients.add(client)
+            if self._in_flight.get(client, 0) >= self.max_in_flight:
+                self.rejected += 1
+                return client, 1.0
             if self._limiter.consume(client):
-                return None
+                self._in_flight[client] = self._in_flight.get(client, 0) + 1
+                return client, None
             self.rejected += 1
             missing = 1.0 - self._storage.get_token_count(client)
-            return max(missing, 0.0) / self.rate
+            return client, max(missing, 0.0) / self.rate
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            left = self._in_flight.get(key, 0) - 1
+            if left > 0:
+                self._in_flight[key] = left
+            else:
+                self._in_flight.pop(key, None)
 
     @staticmethod
     def retry_after_header(seconds: float) -> str:

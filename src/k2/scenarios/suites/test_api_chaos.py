@@ -112,7 +112,8 @@ class TestRateLimiting:
     def test_one_client_exhausts_its_limit_others_are_served(
         self, api_client: Callable[..., ApiClient], platform_config: Any
     ) -> None:
-        """One client fires 120 requests at once (120 threads): past its burst it gets 429s with Retry-After and
+        """One client fires 120 requests at once (120 threads): past its 4 running requests and its burst it
+        gets 429s with Retry-After and
         a JSON error, while a second client asking 10/s meanwhile is answered every time (more slowly while the
         flood's admitted queries hold the engine's workers); no answer is a 5xx.
         After waiting out Retry-After the noisy client is served again. (The limit is checked on arrival,
