@@ -9,6 +9,7 @@ from k2.chaos.errors import InvalidFault
 from k2.chaos.proxy import _net
 from k2.chaos.proxy.classify import Classifier
 from k2.chaos.proxy.listener import Listener
+from k2.chaos.proxy.reactor import Reactor
 
 if TYPE_CHECKING:
     import socket
@@ -18,17 +19,18 @@ Accept = Callable[["socket.socket", tuple[str, int], Listener], None]
 
 
 class Clients:
-    """Listeners by label and the classifier; the owning proxy's lock guards every call."""
+    """Listeners by label and the classifier; used from the proxy's event loop only."""
 
-    def __init__(self, owner: str, accept: Accept) -> None:
+    def __init__(self, owner: str, reactor: Reactor, accept: Accept) -> None:
         self._owner = owner
+        self._reactor = reactor
         self._accept = accept
         self.listeners: dict[str, Listener] = {}
         self.classifier: Classifier | None = None
 
     def open(self, label: str, address: _net.Address, paused: int) -> Listener:
         """Bind and start a listener for `label`, paused `paused` times (disabled proxy, partitions)."""
-        listener = Listener(label, address, self._accept, self._owner)
+        listener = Listener(self._reactor, label, address, self._accept, self._owner)
         self.listeners[label] = listener
         for _ in range(paused):
             listener.pause()
@@ -52,8 +54,8 @@ class Clients:
         wanted = None if clients is None else set(clients)
         return [lst for label, lst in self.listeners.items() if wanted is None or label in wanted]
 
-    def close_all(self, timeout: float) -> None:
+    def close_all(self) -> None:
         listeners = list(self.listeners.values())
         self.listeners.clear()
         for listener in listeners:
-            listener.close(timeout)
+            listener.close()

@@ -5,42 +5,100 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-import threading
 
 from k2.chaos.proxy import _net
+from k2.chaos.proxy.listener import backlog
+from k2.chaos.proxy.reactor import Reactor, Watch, shared
 
 log = logging.getLogger(__name__)
+
+_READ_SIZE = 1 << 20
+
+
+class _Conn:
+    """One client: echo what it sends (keeping what its socket does not take yet), or count it."""
+
+    def __init__(self, server: EchoServer, sock: socket.socket) -> None:
+        self.server = server
+        self.sock = sock
+        self.total = 0
+        self.out = b""
+        self.eof = False
+        self.watch: Watch = server.reactor.watch(sock, self.readable, self.writable, on_error=lambda _: self.close())
+        self.watch.set(read=True)
+
+    def readable(self) -> None:
+        try:
+            data = self.sock.recv(_READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        if not data:
+            self.eof = True
+            self.watch.set(read=False)
+            if self.server.mode == "sink":
+                self.out = str(self.total).encode()
+            self.writable()
+            return
+        self.total += len(data)
+        if self.server.mode == "echo":
+            self.out = data
+            self.writable()
+
+    def writable(self) -> None:
+        try:
+            sent = self.sock.send(self.out) if self.out else 0
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self.close()
+            return
+        self.out = self.out[sent:]
+        if self.out:
+            self.watch.set(read=False, write=True)
+        elif self.eof:
+            self.close()
+        else:
+            self.watch.set(read=True, write=False)
+
+    def close(self) -> None:
+        self.watch.close()
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        self.server._conns.discard(self)
 
 
 class EchoServer:
     """`mode="echo"` sends back what it gets; `mode="sink"` reads until EOF, then replies the byte
-    count as ASCII digits and closes. One thread per connection; `stop()` closes everything."""
+    count as ASCII digits and closes. Runs on the process's event loop; `stop()` closes everything."""
 
-    def __init__(self, mode: str = "echo", buffer_size: int = 1 << 20) -> None:
+    def __init__(self, mode: str = "echo", reactor: Reactor | None = None) -> None:
         if mode not in ("echo", "sink"):
             raise ValueError(f"EchoServer mode {mode!r} is unknown; use 'echo' or 'sink'")
         self.mode = mode
-        self._buffer_size = buffer_size
-        self._sock = _net.listen_socket((_net.LOOPBACK, 0), 128)
+        self.reactor = reactor or shared()
+        self._sock = _net.listen_socket((_net.LOOPBACK, 0), backlog())
+        self._sock.setblocking(False)
         self.address: _net.Address = self._sock.getsockname()[:2]
-        self._conns: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        self._closed = False
-        self._thread = threading.Thread(target=self._accept_loop, name=f"k2-echo-{mode}", daemon=True)
+        self._conns: set[_Conn] = set()
+        self._watch = self.reactor.watch(self._sock, self._accept)
 
     def start(self) -> EchoServer:
-        self._thread.start()
+        self.reactor.call(lambda: self._watch.set(read=True))
         return self
 
     def stop(self) -> None:
-        self._closed = True
-        _net.stop_listening(self._sock)
-        self._thread.join(5)
-        self._sock.close()
-        with self._lock:
-            conns = list(self._conns)
-        for conn in conns:
-            _net.shutdown(conn)
+        def stop() -> None:
+            self._watch.close()
+            _net.stop_listening(self._sock)
+            self._sock.close()
+            for conn in list(self._conns):
+                _net.shutdown(conn.sock)
+                conn.close()
+
+        self.reactor.call(stop)
 
     def __enter__(self) -> EchoServer:
         return self.start()
@@ -50,38 +108,17 @@ class EchoServer:
 
     @property
     def connections(self) -> int:
-        with self._lock:
-            return len(self._conns)
+        return len(self._conns)
 
-    def _accept_loop(self) -> None:
-        while not self._closed:
+    def _accept(self) -> None:
+        while True:
             try:
                 conn, _ = self._sock.accept()
-            except OSError:
+            except (BlockingIOError, InterruptedError):
                 return
+            except OSError as exc:
+                log.warning("echo server: accept failed: %s", exc)
+                return
+            conn.setblocking(False)
             _net.tune(conn)
-            with self._lock:
-                self._conns.add(conn)
-            threading.Thread(target=self._serve, args=(conn,), name="k2-echo-conn", daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        buf = bytearray(self._buffer_size)
-        view = memoryview(buf)
-        total = 0
-        try:
-            while True:
-                n = conn.recv_into(buf)
-                if not n:
-                    break
-                total += n
-                if self.mode == "echo":
-                    conn.sendall(view[:n])
-            if self.mode == "sink":
-                conn.sendall(str(total).encode())
-        except OSError:
-            pass
-        finally:
-            with self._lock:
-                self._conns.discard(conn)
-            with contextlib.suppress(OSError):
-                conn.close()
+            self._conns.add(_Conn(self, conn))

@@ -1,17 +1,21 @@
-"""A proxied connection: the client socket, the upstream socket, and one `Pipe` per direction."""
+"""A proxied connection: the client socket, the upstream socket, and one `Pipe` per direction.
+
+Everything here runs in the proxy's event loop: a non-blocking connect to the upstream (with a deadline),
+the optional classification of the client by its first bytes, then the two pipes.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import socket
-import struct
-import threading
-from collections.abc import Callable
+import time
 from typing import TYPE_CHECKING
 
 from k2.chaos.proxy import _net
 from k2.chaos.proxy.pipe import Pipe
+from k2.chaos.proxy.reactor import Reactor, Timer, Watch
 from k2.chaos.proxy.toxic import Stream
 
 if TYPE_CHECKING:
@@ -22,8 +26,12 @@ log = logging.getLogger(__name__)
 CLASSIFY_TIMEOUT = 2.0  # seconds a classifier may wait for a client's first bytes
 
 
+class _NeedMore(Exception):
+    """The classifier asked for bytes the client has not sent yet: try again when more arrive."""
+
+
 class Link:
-    """Owns both sockets; the last of its threads to finish closes them and tells the proxy.
+    """Owns both sockets; ends when both directions forwarded their EOF, or on `close()`/`reset()`.
 
     Ends three ways: both sides sent EOF (normal), `close()` (FIN to both peers, after data already
     sent) or `reset()` (RST to both peers, unsent data discarded).
@@ -31,102 +39,121 @@ class Link:
 
     def __init__(self, proxy: Proxy, client: socket.socket, peer: tuple[str, int], label: str, seq: int) -> None:
         self.proxy = proxy
+        self.reactor: Reactor = proxy.reactor
         self.client = client
         self.peer = peer
         self.label = label
         self.seq = seq
         self.upstream: socket.socket | None = None
-        buffer_size = proxy.buffer_size
-        self.up = Pipe(self, Stream.UPSTREAM, buffer_size)
-        self.down = Pipe(self, Stream.DOWNSTREAM, buffer_size)
-        self._lock = threading.Lock()
-        self._threads = 0
+        self.up = Pipe(self, Stream.UPSTREAM)
+        self.down = Pipe(self, Stream.DOWNSTREAM)
+        self.closing = False
         self._eofs = 0
         self._ended = False
-        self.closing = False
-        self.done = threading.Event()
+        self._client_watch: Watch | None = None
+        self._upstream_watch: Watch | None = None
+        self._timer: Timer | None = None
+        self._classify_until = 0.0
 
     def pipe(self, stream: Stream) -> Pipe:
         return self.up if stream is Stream.UPSTREAM else self.down
 
+    @property
+    def buffered(self) -> int:
+        return self.up.buffered + self.down.buffered
+
     def __repr__(self) -> str:
         return f"<Link {self.proxy.name}#{self.seq} {self.label} from {self.peer[0]}:{self.peer[1]}>"
 
-    # --- threads --------------------------------------------------------------------------------
+    # --- starting -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.spawn(self._connect_and_run, "down")
-
-    def spawn(self, target: Callable[[], None], role: str) -> threading.Thread:
-        """Start a thread that counts toward the link's lifetime."""
-        with self._lock:
-            self._threads += 1
-        thread = threading.Thread(
-            target=self._guard, args=(target,), name=f"k2-proxy-{self.proxy.name}-{self.seq}-{role}", daemon=True
-        )
-        thread.start()
-        return thread
-
-    def _guard(self, target: Callable[[], None]) -> None:
-        try:
-            target()
-        except Exception:  # a bug must not leave sockets open; log it and tear the link down
-            log.exception("%r: thread failed", self)
-            self.reset(reason="internal error")
-        finally:
-            with self._lock:
-                self._threads -= 1
-                last = self._threads == 0
-            if last:
-                self._finish()
-
-    def _connect_and_run(self) -> None:
+        self.client.setblocking(False)
         _net.tune(self.client)
+        self._client_watch = self.reactor.watch(
+            self.client, self.up.readable, self.down.writable, on_error=self._internal_error
+        )
+        if self.proxy.classifier is not None:
+            self._classify_until = time.monotonic() + CLASSIFY_TIMEOUT
+            self._client_watch.on_read = self._classify
+            self._client_watch.set(read=True, edge=True)  # a peek leaves the bytes: wake only on new ones
+            self._timer = self.reactor.at(self._classify_until, self._classify)
+            return
+        self._connect()
+
+    def _classify(self) -> None:
+        if self.closing or self._client_watch is None or self._client_watch.on_read != self._classify:
+            return
         classifier = self.proxy.classifier
-        if classifier is not None:
-            label = classifier.classify(self._peek)
-            if label is not None and not self.proxy._relabel(self, label):
-                self.reset(reason=f"client {label!r} is partitioned")
-                return
         try:
-            upstream = socket.create_connection(self.proxy.upstream, timeout=self.proxy.connect_timeout)
-        except OSError as exc:
-            log.warning("%r: upstream %s:%d unreachable (%s); resetting client", self, *self.proxy.upstream, exc)
-            self.reset(reason="upstream unreachable")
+            label = classifier.classify(self._peek) if classifier is not None else None
+        except _NeedMore:
             return
-        upstream.settimeout(None)
-        _net.tune(upstream)
-        with self._lock:
-            self.upstream = upstream
-            closing = self.closing
-        if closing:  # cut while we were connecting
-            _net.reset(upstream)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._client_watch.on_read = self.up.readable
+        self._client_watch.set(read=False, edge=False)
+        if label is not None and not self.proxy._relabel(self, label):
+            self.reset(reason=f"client {label!r} is partitioned")
             return
-        self.up.src, self.up.dst = self.client, upstream
-        self.down.src, self.down.dst = upstream, self.client
-        self.spawn(self.up.read_loop, "up")
-        self.down.read_loop()
+        self._connect()
 
     def _peek(self, size: int) -> bytes:
-        """The client's first `size` bytes, left in the socket; fewer if it goes quiet for too long."""
-        timeout = struct.pack("ll", int(CLASSIFY_TIMEOUT), int(CLASSIFY_TIMEOUT % 1 * 1e6))
+        """The client's first `size` bytes, left in the socket; fewer once it went quiet for too long."""
         try:
-            self.client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeout)
-            return self.client.recv(size, socket.MSG_PEEK | socket.MSG_WAITALL)
+            data = self.client.recv(size, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            data = None
         except OSError:
             return b""
-        finally:
-            with contextlib.suppress(OSError):
-                self.client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 0))
+        if data is not None and (len(data) >= size or not data):
+            return data
+        if time.monotonic() < self._classify_until:
+            raise _NeedMore
+        return data or b""
+
+    def _connect(self) -> None:
+        upstream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        upstream.setblocking(False)
+        self.upstream = upstream
+        err = upstream.connect_ex(self.proxy.upstream)
+        if err not in (0, errno.EINPROGRESS):
+            self._unreachable(OSError(err, errno.errorcode.get(err, str(err))))
+            return
+        self._upstream_watch = self.reactor.watch(upstream, None, self._connected, on_error=self._internal_error)
+        self._upstream_watch.set(write=True)
+        self._timer = self.reactor.at(time.monotonic() + self.proxy.connect_timeout, self._connect_timed_out)
+
+    def _connected(self) -> None:
+        assert self.upstream is not None and self._upstream_watch is not None and self._client_watch is not None
+        err = self.upstream.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._unreachable(OSError(err, errno.errorcode.get(err, str(err))))
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        _net.tune(self.upstream)
+        self._upstream_watch.set(write=False)
+        self._upstream_watch.on_read, self._upstream_watch.on_write = self.down.readable, self.up.writable
+        self.up.start(self.client, self.upstream, self._client_watch, self._upstream_watch)
+        self.down.start(self.upstream, self.client, self._upstream_watch, self._client_watch)
+
+    def _connect_timed_out(self) -> None:
+        self._unreachable(TimeoutError(f"no answer within {self.proxy.connect_timeout} s"))
+
+    def _unreachable(self, exc: OSError) -> None:
+        log.warning("%r: upstream %s:%d unreachable (%s); resetting client", self, *self.proxy.upstream, exc)
+        self.reset(reason="upstream unreachable")
+
+    def _internal_error(self, exc: BaseException) -> None:
+        self.reset(reason=f"internal error: {exc!r}")
 
     # --- ending ---------------------------------------------------------------------------------
 
     def eof_forwarded(self, pipe: Pipe) -> None:
-        with self._lock:
-            self._eofs += 1
-            both = self._eofs == 2
-        if both:
-            self._stop_pipes()
+        self._eofs += 1
+        if self._eofs == 2:
+            self._finish()
 
     def fail(self, pipe: Pipe, exc: OSError) -> None:
         """An I/O error on a live link (peer reset, broken pipe): pass the abort on as a RST."""
@@ -140,6 +167,7 @@ class Link:
             log.debug("%r: closing (%s)", self, reason)
             for sock in self._sockets():
                 _net.shutdown(sock)
+            self._finish()
 
     def reset(self, reason: str = "") -> None:
         """Abort with a TCP RST on both sides."""
@@ -147,30 +175,32 @@ class Link:
             log.debug("%r: resetting (%s)", self, reason)
             for sock in self._sockets():
                 _net.reset(sock)
+            self._finish()
 
     def _begin_end(self) -> bool:
-        with self._lock:
-            if self.closing:
-                return False
-            self.closing = True
-        self._stop_pipes()
-        return True
-
-    def _stop_pipes(self) -> None:
+        if self.closing:
+            return False
+        self.closing = True
         self.up.stop()
         self.down.stop()
+        return True
 
     def _sockets(self) -> list[socket.socket]:
-        with self._lock:
-            return [s for s in (self.client, self.upstream) if s is not None]
+        return [s for s in (self.client, self.upstream) if s is not None]
 
     def _finish(self) -> None:
-        with self._lock:
-            if self._ended:
-                return
-            self._ended = True
+        if self._ended:
+            return
+        self._ended = True
+        self.closing = True
+        self.up.stop()
+        self.down.stop()
+        if self._timer is not None:
+            self._timer.cancel()
+        for watch in (self._client_watch, self._upstream_watch):
+            if watch is not None:
+                watch.close()
         for sock in self._sockets():
             with contextlib.suppress(OSError):
                 sock.close()
-        self.done.set()
         self.proxy._link_ended(self)

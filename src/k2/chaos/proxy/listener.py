@@ -1,98 +1,107 @@
-"""A listening socket with an accept thread, that can refuse connections without losing its port."""
+"""A listening socket on the event loop, that can refuse connections without losing its port."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import socket
-import threading
+import time
 from collections.abc import Callable
+from functools import cache
+from pathlib import Path
 
 from k2.chaos.proxy import _net
+from k2.chaos.proxy.reactor import Reactor
 
 log = logging.getLogger(__name__)
 
-_BACKLOG = 128
+_ACCEPTS_PER_WAKE = 256  # then other sockets get a turn; the listener stays readable and comes back
+_RETRY_AFTER_ERROR = 0.05  # e.g. out of file descriptors: back off instead of spinning
+
+
+@cache
+def backlog() -> int:
+    """The kernel's maximum accept queue (`net.core.somaxconn`): a burst of connects is queued, not
+    dropped. Linux caps whatever `listen()` asks at this value, so asking it is asking the most."""
+    try:
+        return max(128, int(Path("/proc/sys/net/core/somaxconn").read_text()))
+    except (OSError, ValueError):
+        return socket.SOMAXCONN
 
 
 class Listener:
-    """Accepts connections for one client label and hands them to `on_accept`.
+    """Accepts connections for one client label and hands them to `on_accept` (loop thread only).
 
+    Each wake-up accepts until the queue is empty (up to a fair share), so a burst is drained at once.
     `pause()` makes the port refuse new connections (RST, like a closed port) while it stays bound to
     this process; pauses nest, so a disabled proxy with an active partition resumes only when both end.
     """
 
     def __init__(
         self,
+        reactor: Reactor,
         label: str,
         address: _net.Address,
         on_accept: Callable[[socket.socket, tuple[str, int], Listener], None],
         owner: str,
     ) -> None:
         self.label = label
+        self._reactor = reactor
         self._on_accept = on_accept
         self._owner = owner
-        self._sock = _net.listen_socket(address, _BACKLOG)
+        self._sock = _net.listen_socket(address, backlog())
+        self._sock.setblocking(False)
         self.address: _net.Address = self._sock.getsockname()[:2]
-        self._cond = threading.Condition()
+        self._watch = reactor.watch(self._sock, self._accept)
         self._pauses = 0
-        self._generation = 0  # bumped by every pause, so a pause that already ended is not an error
         self._closed = False
-        self._thread = threading.Thread(target=self._accept_loop, name=f"k2-proxy-{owner}-accept-{label}", daemon=True)
 
     @property
     def listening(self) -> bool:
         return self._pauses == 0 and not self._closed
 
     def start(self) -> None:
-        self._thread.start()
+        if self.listening:
+            self._watch.set(read=True)
 
     def pause(self) -> None:
-        with self._cond:
-            self._pauses += 1
-            self._generation += 1
-            if self._pauses == 1 and not self._closed:
-                _net.stop_listening(self._sock)
-                log.debug("%s/%s: refusing connections on %s:%d", self._owner, self.label, *self.address)
+        self._pauses += 1
+        if self._pauses == 1 and not self._closed:
+            self._watch.set(read=False)
+            _net.stop_listening(self._sock)
+            log.debug("%s/%s: refusing connections on %s:%d", self._owner, self.label, *self.address)
 
     def resume(self) -> None:
-        with self._cond:
-            if self._pauses == 0:
-                return
-            self._pauses -= 1
-            if self._pauses == 0 and not self._closed:
-                self._sock.listen(_BACKLOG)
-                log.debug("%s/%s: accepting connections on %s:%d", self._owner, self.label, *self.address)
-                self._cond.notify_all()
+        if self._pauses == 0:
+            return
+        self._pauses -= 1
+        if self._pauses == 0 and not self._closed:
+            self._sock.listen(backlog())
+            self._watch.set(read=True)
+            log.debug("%s/%s: accepting connections on %s:%d", self._owner, self.label, *self.address)
 
-    def close(self, timeout: float = 5.0) -> None:
-        with self._cond:
-            if self._closed:
-                return
-            self._closed = True
-            _net.stop_listening(self._sock)
-            self._cond.notify_all()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._watch.close()
+        _net.stop_listening(self._sock)
         with contextlib.suppress(OSError):
             self._sock.close()
 
-    def _accept_loop(self) -> None:
-        while True:
-            generation = self._generation
+    def _accept(self) -> None:
+        for _ in range(_ACCEPTS_PER_WAKE):
+            if not self.listening:
+                return
             try:
                 conn, peer = self._sock.accept()
-            except OSError as exc:
-                with self._cond:
-                    if self._closed:
-                        return
-                    if self._pauses or generation != self._generation:
-                        while self._pauses and not self._closed:
-                            self._cond.wait(1.0)
-                    else:  # not a pause (e.g. out of fds): back off briefly instead of spinning
-                        log.warning("%s/%s: accept failed: %s", self._owner, self.label, exc)
-                        self._cond.wait(0.05)
-                continue
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # not a pause (those stop watching first): e.g. out of fds
+                log.warning("%s/%s: accept failed: %s", self._owner, self.label, exc)
+                self._watch.set(read=False)
+                self._reactor.at(time.monotonic() + _RETRY_AFTER_ERROR, self.start)
+                return
             try:
                 self._on_accept(conn, peer, self)
             except Exception:

@@ -59,16 +59,19 @@ class Partition:
 
     def _apply(self) -> None:
         if self.mode == "refuse":
-            for listener in self.proxy._listeners_for(self.clients):
-                self._pause(listener)
-            for link in self.proxy._links_for(self.clients):
-                link.reset(reason=f"partition {self.seq}")
+            self.proxy.reactor.call(self._refuse)
         else:
             for stream in self.streams:
                 name = f"partition-{self.seq}-{stream}"
                 self.proxy.add_toxic("blackhole", stream=stream, name=name, clients=self.clients, mode="hold")
                 self._toxics.append(name)
         log.info("proxy %s: %r applied", self.proxy.name, self)
+
+    def _refuse(self) -> None:
+        for listener in self.proxy._listeners_for(self.clients):
+            self._pause(listener)
+        for link in self.proxy._links_for(self.clients):
+            link.reset(reason=f"partition {self.seq}")
 
     def _pause(self, listener: Listener) -> None:
         with self._lock:
@@ -93,12 +96,16 @@ class Partition:
             self._restored = True
             paused, self._paused = self._paused, []
             toxics, self._toxics = self._toxics, []
-        for listener in paused:
-            listener.resume()
+
+        def resume() -> None:
+            for listener in paused:
+                listener.resume()
+
+        self.proxy.reactor.call(resume)
         for name in toxics:
             with contextlib.suppress(NotFound):  # already removed, e.g. by proxy.reset()
                 self.proxy.remove_toxic(name)
-        self.proxy._partition_ended(self)
+        self.proxy.reactor.call(lambda: self.proxy._partition_ended(self))
         log.info("proxy %s: %r restored", self.proxy.name, self)
 
     def __enter__(self) -> Partition:

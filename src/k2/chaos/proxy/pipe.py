@@ -1,38 +1,44 @@
-"""One direction of one connection: a fast copy loop, and a toxic chain used only when needed.
+"""One direction of one connection, run by the event loop: a fast copy, and a toxic chain when needed.
 
-Fast path (no toxic applies to this direction of this connection): the reader thread does
-`recv_into` on a preallocated buffer and `sendall` straight to the destination, nothing else.
+Fast path (no toxic applies to this direction of this connection): each time the source is readable,
+one `recv_into` the loop's shared buffer and one `send` to the destination. What the destination does
+not take is kept (the only per-connection copy) and the source is not read again until it has gone,
+so a slow reader pushes back on the sender through TCP, exactly as without the proxy.
 
-Toxic path: the reader timestamps each chunk and queues it (bounded, so a stalled chain pushes back on
-the sender through TCP instead of buffering without limit); a worker thread runs each chunk through the
-chain and sends what comes out. When the chain becomes empty again and the queue has drained, the pipe
-returns to the fast path. Chains are swapped on live connections, so adding or removing a toxic takes
-effect on connections that are already open.
+Toxic path: each read is timestamped and queued (bounded: past `QUEUE_LIMIT` bytes the source is not
+read, so a stalled chain pushes back too), and the chain runs each chunk depth-first through the toxics'
+generators; a `Wait` parks the chain on a loop timer. When the chain becomes empty again and the queue
+has drained, the pipe returns to the fast path. Chains are swapped on live connections, so adding or
+removing a toxic takes effect on connections that are already open; a removed toxic's wait is
+interrupted so that it flushes what it holds.
+
+Memory per direction is bounded: at most one read (`READ_SIZE`) waiting for the destination, plus at
+most `QUEUE_LIMIT` + one read queued for a toxic chain; `buffered` says how much is held right now.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import mmap
+import math
 import random
 import socket
-import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from k2.chaos.proxy import _net
-from k2.chaos.proxy.toxic import Chunk, Stream, Toxic
+from k2.chaos.proxy.reactor import Timer, Watch
+from k2.chaos.proxy.toxic import Chunk, Stream, Toxic, Wait
 
 if TYPE_CHECKING:
     from k2.chaos.proxy.link import Link
 
 log = logging.getLogger(__name__)
 
-_MAX_WAIT = 1.0  # every condition wait re-checks its predicate at least this often
-_QUEUE_LIMIT = 1 << 20  # bytes queued for a stalled chain before the reader stops reading
+QUEUE_LIMIT = 1 << 20  # bytes queued for a stalled chain before the source is no longer read
+READ_SIZE = 1 << 20  # one read; the loop shares one buffer of this size between every connection
+_buffer = memoryview(bytearray(READ_SIZE))  # only the loop thread touches it, one read at a time
 
 
 class Binding:
@@ -45,11 +51,8 @@ class Binding:
         self.label = pipe.link.label
         self.started = time.monotonic()
         self.alive = True
-        self.fired = False
         self.state: Any = toxic.new_state(self)
-
-    def wait_until(self, when: float) -> bool:
-        return self._pipe.wait(self, when)
+        self.timer: Timer | None = None
 
     def close_link(self) -> None:
         self._pipe.link.close(reason=f"toxic {self.toxic.name}")
@@ -58,209 +61,252 @@ class Binding:
         self._pipe.link.reset(reason=f"toxic {self.toxic.name}")
 
 
-class Pipe:
-    """Moves bytes from `src` to `dst` for one stream of a link."""
+class _Frame:
+    """A toxic generator in progress on one item, and the chain position its output goes to."""
 
-    def __init__(self, link: Link, stream: Stream, buffer_size: int) -> None:
+    __slots__ = ("binding", "chain", "index", "send", "steps", "value")
+
+    def __init__(self, steps: Iterable[Any], chain: tuple[Binding, ...], index: int, binding: Binding | None):
+        self.steps: Iterator[Any] = iter(steps)
+        self.send = getattr(self.steps, "send", None)
+        self.chain = chain
+        self.index = index
+        self.binding = binding
+        self.value: bool | None = None
+
+
+class Pipe:
+    """Moves bytes from `src` to `dst` for one stream of a link (loop thread only)."""
+
+    def __init__(self, link: Link, stream: Stream) -> None:
         self.link = link
         self.stream = stream
         self.src: socket.socket | None = None
         self.dst: socket.socket | None = None
+        self.src_watch: Watch | None = None
+        self.dst_watch: Watch | None = None
         self.bytes = 0
-        self.direct = True
         self.closing = False
-        self._buffer_size = buffer_size
-        self._limit = _QUEUE_LIMIT
-        self._cond = threading.Condition()
+        self.chain: tuple[Binding, ...] = ()
+        self.decided: dict[str, bool] = {}  # toxic name -> applied?, for the toxicity counts
+        self._out: memoryview | None = None  # read but not yet taken by the destination
+        self._eof_read = False
         self._queue: deque[Chunk | None] = deque()  # None marks end of stream
         self._queued = 0
-        self._chain: tuple[Binding, ...] = ()
-        self._worker: threading.Thread | None = None
-
-    # --- control (any thread) -----------------------------------------------------------------
+        self._frames: list[_Frame] = []
+        self._parked: _Frame | None = None  # the frame waiting on a timer (or forever)
+        self._timer: Timer | None = None
+        self._pumping = False
 
     @property
-    def chain(self) -> tuple[Binding, ...]:
-        return self._chain
+    def direct(self) -> bool:
+        return not self.chain and not self._queue and not self._frames
 
-    def set_chain(self, chain: tuple[Binding, ...]) -> None:
-        """Install a new chain; bindings no longer in it are interrupted (and flush what they hold)."""
-        with self._cond:
-            keep = {id(b) for b in chain}
-            for b in self._chain:
-                if id(b) not in keep:
-                    b.alive = False
-            self._chain = chain
-            if chain and not self.closing:
-                self.direct = False
-                if self._worker is None:
-                    self._worker = self.link.spawn(self._work, f"{self.stream.value}-toxics")
-            self._cond.notify_all()
+    @property
+    def buffered(self) -> int:
+        """Bytes this direction holds right now (waiting for the destination or for a toxic)."""
+        return (len(self._out) if self._out is not None else 0) + self._queued
 
-    def rebuild(self, toxics: Iterable[Toxic], seed: str) -> None:
-        """Recompute the chain from the proxy's toxics, keeping the bindings (and state) of those that stay.
+    def start(self, src: socket.socket, dst: socket.socket, src_watch: Watch, dst_watch: Watch) -> None:
+        self.src, self.dst, self.src_watch, self.dst_watch = src, dst, src_watch, dst_watch
+        src_watch.set(read=True)
 
-        Toxicity is rolled per toxic per connection from `seed`, the toxic's name and the connection's
-        number, so the roll is the same on every rebuild and in every run with the same seed.
+    # --- the chain (changed by the proxy, in the loop) -------------------------------------------
+
+    def set_chain(self, chain: tuple[Binding, ...], removed: set[str]) -> None:
+        """Install a new chain; bindings no longer in it are interrupted (and flush what they hold).
+
+        `removed` names toxics that are gone for good (not replaced by an update): they get `on_remove`.
         """
-        old = {id(b.toxic): b for b in self._chain}
-        chain: list[Binding] = []
-        for toxic in toxics:
-            if toxic.stream is not self.stream or not toxic.applies_to(self.link.label):
-                continue
-            binding = old.get(id(toxic))
-            if binding is None or binding.toxic is not toxic:
-                rng = random.Random(f"{seed}/{toxic.name}/{self.stream.value}/{self.link.seq}")
-                if rng.random() >= toxic.toxicity:
-                    continue  # this connection is spared: it keeps the fast path
-                binding = Binding(self, toxic, rng)
-            chain.append(binding)
-        self.set_chain(tuple(chain))
+        keep = {id(b) for b in chain}
+        dropped = [b for b in self.chain if id(b) not in keep]
+        self.chain = chain
+        for binding in dropped:
+            binding.alive = False
+            if binding.timer is not None:
+                binding.timer.cancel()
+            if binding.toxic.name in removed:
+                binding.toxic.on_remove(binding)
+        for binding in chain:
+            if binding.timer is None and binding.alive:
+                at = binding.toxic.deadline(binding)
+                if at is not None:
+                    binding.timer = self.link.reactor.at(at, lambda b=binding: self._deadline(b))
+        parked = self._parked
+        if parked is not None and parked.binding is not None and not parked.binding.alive:
+            self._resume(parked, False)
+        elif not self.closing and self.src_watch is not None:
+            self._pump()
+
+    def _deadline(self, binding: Binding) -> None:
+        if binding.alive and not self.closing:
+            binding.toxic.on_deadline(binding)
 
     def stop(self) -> None:
-        """Interrupt every wait; the link is going away."""
-        with self._cond:
-            self.closing = True
-            for b in self._chain:
-                b.alive = False
-            self._cond.notify_all()
+        """The link is going away: drop what is held and stop every timer."""
+        self.closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+        for binding in self.chain:
+            binding.alive = False
+            if binding.timer is not None:
+                binding.timer.cancel()
+        self._queue.clear()
+        self._queued = 0
+        self._frames.clear()
+        self._parked = None
+        self._out = None
 
-    # --- reader thread ------------------------------------------------------------------------
+    # --- readiness (loop callbacks) ---------------------------------------------------------------
 
-    def read_loop(self) -> None:
-        src, dst = self.src, self.dst
-        assert src is not None and dst is not None
-        # An anonymous mapping, not a bytearray: pages are only touched (and resident) as far as reads
-        # actually fill them, so a large buffer costs a small-message connection nothing.
-        buf = mmap.mmap(-1, self._buffer_size)
-        view = memoryview(buf)
+    def readable(self) -> None:
+        assert self.src is not None
         try:
-            while True:
-                n = src.recv_into(view)
-                if not n:
-                    break
-                if self.direct or not self._enqueue(bytes(view[:n])):
-                    dst.sendall(view[:n])
-                    self.bytes += n
+            n = self.src.recv_into(_buffer)
+        except (BlockingIOError, InterruptedError):
+            return
         except OSError as exc:
             self.link.fail(self, exc)
             return
-        finally:
-            with contextlib.suppress(BufferError):  # an export kept alive by a traceback: GC frees it later
-                view.release()
-                buf.close()
-        if not self._enqueue(None):
-            self._forward_eof()
-
-    def _enqueue(self, data: bytes | None) -> bool:
-        """Queue for the toxic chain; False means the pipe went direct again and the caller sends itself."""
-        with self._cond:
-            while not self.closing and not self.direct and self._queued > self._limit:
-                self._cond.wait(_MAX_WAIT)  # the chain is stalled: stop reading, so TCP pushes back
-            if self.closing:
-                return True
+        if not n:
+            self._eof_read = True
+            self._set_reading(False)
             if self.direct:
-                return False
-            self._queue.append(None if data is None else Chunk(data, time.monotonic()))
-            self._queued += 0 if data is None else len(data)
-            self._cond.notify_all()
-            return True
+                self._forward_eof()
+            else:
+                self._queue.append(None)
+                self._pump()
+        elif self.direct:
+            self._send(_buffer[:n], copy=True)
+        else:
+            self._queue.append(Chunk(bytes(_buffer[:n]), time.monotonic()))
+            self._queued += n
+            if self._queued > QUEUE_LIMIT:
+                self._set_reading(False)
+            self._pump()
 
-    # --- worker thread ------------------------------------------------------------------------
+    def writable(self) -> None:
+        out, self._out = self._out, None
+        if out is None:
+            self._set_writing(False)
+            return
+        if self._send(out, copy=False):
+            self._set_writing(False)
+            self._resume_reading()
+            if not self.direct:
+                self._pump()
 
-    def _work(self) -> None:
+    def _send(self, data: memoryview, *, copy: bool) -> bool:
+        """Send what the destination takes now; keep the rest for `writable`. True if all went."""
+        if self.closing:
+            return False
+        assert self.dst is not None
         try:
-            while True:
-                item = self._next_item()
-                if item is False:
-                    return
-                if item is None:
-                    self._run_eof()
-                else:
-                    assert isinstance(item, Chunk)
-                    self._run(item, self._chain, 0)
+            sent = self.dst.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
         except OSError as exc:
             self.link.fail(self, exc)
+            return False
+        self.bytes += sent
+        if sent == len(data):
+            return True
+        rest = data[sent:]
+        self._out = memoryview(bytes(rest)) if copy else rest
+        self._set_reading(False)
+        self._set_writing(True)
+        return False
 
-    def _next_item(self) -> Chunk | bool | None:
-        """Next queued item, servicing timers while idle; False once the link is closing."""
-        while True:
-            with self._cond:
-                if self.closing:
-                    return False
-                if self._queue:
-                    item = self._queue.popleft()
-                    self._queued -= len(item.data) if item is not None else 0
-                    self._cond.notify_all()
-                    return item
-                if not self._chain:
-                    self.direct = True  # drained and nothing to apply: back to the fast path
-                due, wake = self._timers()
-                if not due:
-                    self._cond.wait(min(_MAX_WAIT, max(0.0, wake - time.monotonic())))
-            self._fire(due)
+    def _resume_reading(self) -> None:
+        if not self._eof_read and not self.closing and self._queued <= QUEUE_LIMIT:
+            self._set_reading(True)
 
-    def _run(self, chunk: Chunk, chain: tuple[Binding, ...], i: int) -> None:
-        while i < len(chain) and not chain[i].alive:
-            i += 1
-        if i == len(chain):
-            self._emit(chunk)
-            return
-        binding = chain[i]
-        for out in binding.toxic.pipe(chunk, binding):
-            if out.data:
-                self._run(out, chain, i + 1)
+    def _set_reading(self, on: bool) -> None:
+        if self.src_watch is not None:
+            self.src_watch.set(read=on)
 
-    def _emit(self, chunk: Chunk) -> None:
-        if self.closing or self.dst is None:
-            return
-        self.dst.sendall(chunk.data)
-        self.bytes += len(chunk.data)
-
-    def _run_eof(self) -> None:
-        for binding in self._chain:
-            if binding.alive:
-                binding.toxic.on_eof(binding)
-        self._forward_eof()
+    def _set_writing(self, on: bool) -> None:
+        if self.dst_watch is not None:
+            self.dst_watch.set(write=on)
 
     def _forward_eof(self) -> None:
         if self.dst is not None and not self.closing:
             _net.shutdown(self.dst, socket.SHUT_WR)
         self.link.eof_forwarded(self)
 
-    # --- waiting (worker thread, called by toxics through Binding.wait_until) --------------------
+    # --- the toxic chain --------------------------------------------------------------------------
 
-    def wait(self, binding: Binding, when: float) -> bool:
-        while True:
-            with self._cond:
-                if not binding.alive or self.closing:
-                    return False
-                now = time.monotonic()
-                if now >= when:
-                    return True
-                due, wake = self._timers()
-                if not due:
-                    self._cond.wait(min(_MAX_WAIT, when - now, max(0.0, wake - now)))
-            self._fire(due)
+    def _pump(self) -> None:
+        """Run queued items through the chain until it waits, the destination is full, or all is done."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while not self.closing and self._out is None and self._parked is None:
+                if self._frames:
+                    self._step(self._frames[-1])
+                elif self._queue:
+                    item = self._queue.popleft()
+                    if item is None:
+                        self._push_eof(self.chain)
+                    else:
+                        self._queued -= len(item.data)
+                        self._resume_reading()
+                        self._feed(item, self.chain, 0)
+                else:
+                    break
+        finally:
+            self._pumping = False
 
-    def _timers(self) -> tuple[list[Binding], float]:
-        """Bindings whose deadline passed, and when the next one is due (called with the lock held)."""
-        now = time.monotonic()
-        due: list[Binding] = []
-        wake = now + _MAX_WAIT
-        for b in self._chain:
-            if not b.alive or b.fired:
-                continue
-            at = b.toxic.deadline(b)
-            if at is None:
-                continue
-            if at <= now:
-                b.fired = True
-                due.append(b)
+    def _feed(self, chunk: Chunk, chain: tuple[Binding, ...], index: int) -> None:
+        while index < len(chain) and not chain[index].alive:
+            index += 1
+        if index == len(chain):
+            if chunk.data:
+                self._send(memoryview(chunk.data), copy=False)
+            return
+        binding = chain[index]
+        self._frames.append(_Frame(binding.toxic.pipe(chunk, binding), chain, index, binding))
+
+    def _step(self, frame: _Frame) -> None:
+        value, frame.value = frame.value, None
+        try:
+            out = frame.send(value) if frame.send is not None else next(frame.steps)
+        except StopIteration:
+            self._frames.pop()
+            if frame.binding is None:  # the end-of-stream frame finished: the close goes on
+                self._forward_eof()
+            return
+        if isinstance(out, Wait):
+            alive = frame.binding is None or frame.binding.alive
+            if not alive:
+                frame.value = False
+            elif out.until <= time.monotonic():
+                frame.value = True
             else:
-                wake = min(wake, at)
-        return due, wake
+                self._parked = frame
+                if out.until != math.inf:
+                    self._timer = self.link.reactor.at(out.until, lambda: self._resume(frame, True))
+        elif isinstance(out, Chunk):
+            self._feed(out, frame.chain, frame.index + 1)
+        else:
+            raise TypeError(f"toxic yielded {out!r}; yield a Chunk or a Wait")
 
-    def _fire(self, due: list[Binding]) -> None:
-        for b in due:  # outside the lock: firing closes the link, which takes other pipes' locks
-            b.toxic.on_deadline(b)
+    def _resume(self, frame: _Frame, value: bool) -> None:
+        if self._parked is not frame:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._parked = None
+        frame.value = value
+        self._pump()
+
+    def _push_eof(self, chain: tuple[Binding, ...]) -> None:
+        """The end of stream through the chain: each live toxic's `on_eof` (which may wait) in chain
+        order, then the FIN (the frame without a binding, at the bottom)."""
+        self._frames.append(_Frame((), chain, len(chain), None))
+        for binding in reversed(chain):
+            steps = binding.toxic.on_eof(binding) if binding.alive else None
+            if steps is not None:
+                self._frames.append(_Frame(steps, chain, len(chain), binding))

@@ -6,9 +6,8 @@ import logging
 import random
 import socket
 import threading
-import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from k2.chaos.errors import InvalidFault
 from k2.chaos.proxy import _net
@@ -18,20 +17,28 @@ from k2.chaos.proxy.errors import AlreadyExists, NotFound
 from k2.chaos.proxy.link import Link
 from k2.chaos.proxy.listener import Listener
 from k2.chaos.proxy.partition import Partition
+from k2.chaos.proxy.pipe import Binding, Pipe
+from k2.chaos.proxy.reactor import Reactor, shared
 from k2.chaos.proxy.toxic import Stream, Toxic, create_toxic
 
 log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_LABEL", "Proxy"]
+T = TypeVar("T")
 
 
 class Proxy:
-    """Forwards `listen` -> `upstream` on loopback in background threads; faults are added while it runs.
+    """Forwards `listen` -> `upstream` on loopback, on the process's event loop; faults are added while
+    it runs.
 
-    With no toxic on a direction of a connection, that direction is a plain `recv_into`/`sendall` loop.
+    With no toxic on a direction of a connection, that direction is a plain `recv_into`/`send` copy.
     Toxics, partitions and `disable()` act on connections that are already open, not only on new ones.
-    Toxicity is rolled once per toxic per connection from `seed`, so a run with the same seed and the
-    same connection order makes the same choices (the seed is logged when it was not given).
+    Every toxic on every connection draws from its own random stream, derived from `seed`, the proxy's
+    name, the toxic's name and the connection's number since the seed was set; so a run with the same
+    seed and the same connection order makes the same toxicity rolls and the same jitter (the seed is
+    logged when it was not given). The rolls are counted per toxic (`decisions()`).
+
+    Every method may be called from any thread: it runs in the loop and returns when it took effect.
     """
 
     def __init__(
@@ -42,8 +49,8 @@ class Proxy:
         *,
         seed: int | None = None,
         enabled: bool = True,
-        buffer_size: int = 4 << 20,
         connect_timeout: float = 5.0,
+        reactor: Reactor | None = None,
     ) -> None:
         if not name or not isinstance(name, str) or "/" in name:
             raise InvalidFault(f"proxy name {name!r} is invalid; use a non-empty string without '/'")
@@ -52,50 +59,53 @@ class Proxy:
         self.upstream = _net.parse_address(upstream, f"proxy {name!r} upstream")
         if self.upstream[1] == 0:
             raise InvalidFault(f"proxy {name!r} has no upstream port; pass upstream=('127.0.0.1', port)")
-        if buffer_size < 4096:
-            raise InvalidFault(f"buffer_size {buffer_size} of proxy {name!r} is too small; use >= 4096")
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
         if seed is None:
             log.info("proxy %s: toxicity seed %d (pass seed= to replay)", name, self.seed)
-        self.buffer_size = buffer_size
         self.connect_timeout = connect_timeout
+        self.reactor = reactor or shared()
         self._enabled = enabled
-        self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
-        self._clients = Clients(name, self._accept)
+        self._changed = threading.Condition()  # notified when the number of open connections changes
+        self._clients = Clients(name, self.reactor, self._accept)
         self._toxics: list[Toxic] = []
+        self._decisions: dict[str, list[int]] = {}  # toxic name -> [connections applied, skipped]
         self._links: set[Link] = set()
         self._partitions: list[Partition] = []
         self._partition_seq = 0
         self._seq = 0
+        self._seq_at_seed = 0  # connections are numbered from the seed for their random streams
         self._started = False
         self._refused = 0
         self._ended_bytes = {Stream.UPSTREAM: 0, Stream.DOWNSTREAM: 0}
 
+    def _in_loop(self, fn: Callable[[], T]) -> T:
+        return self.reactor.call(fn)
+
     # --- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> Proxy:
-        with self._lock:
+        def start() -> None:
             if self._started:
-                return self
+                return
             main = self._open_listener(DEFAULT_LABEL, self.listen)
             self._started = True
-        log.info("proxy %s: %s:%d -> %s:%d", self.name, *main.address, *self.upstream)
+            log.info("proxy %s: %s:%d -> %s:%d", self.name, *main.address, *self.upstream)
+
+        self._in_loop(start)
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Close every listener and connection (FIN) and wait for their threads."""
-        with self._lock:
+        """Close every listener and connection (FIN)."""
+
+        def stop() -> None:
             if not self._started:
                 return
             self._started = False
-            self._clients.close_all(timeout)
-            links = list(self._links)
-        for link in links:
-            link.close(reason="proxy stopped")
-        deadline = time.monotonic() + timeout
-        for link in links:
-            link.done.wait(max(0.0, deadline - time.monotonic()))
+            self._clients.close_all()
+            for link in list(self._links):
+                link.close(reason="proxy stopped")
+
+        self.reactor.call(stop, timeout)
 
     def __enter__(self) -> Proxy:
         return self.start()
@@ -106,11 +116,10 @@ class Proxy:
     @property
     def listen_address(self) -> _net.Address:
         """Where clients connect (the real port when 0 was asked for)."""
-        with self._lock:
-            listener = self._clients.listeners.get(DEFAULT_LABEL)
-            if listener is None:
-                raise InvalidFault(f"proxy {self.name!r} is not started; call start() first")
-            return listener.address
+        listener = self._clients.listeners.get(DEFAULT_LABEL)
+        if listener is None:
+            raise InvalidFault(f"proxy {self.name!r} is not started; call start() first")
+        return listener.address
 
     def client_listener(self, label: str, port: int = 0) -> _net.Address:
         """An extra listen address for the client called `label`; connections there carry that label.
@@ -120,7 +129,8 @@ class Proxy:
         """
         if not label or not isinstance(label, str):
             raise InvalidFault(f"client label {label!r} is invalid; use a non-empty string")
-        with self._lock:
+
+        def open_listener() -> _net.Address:
             if not self._started:
                 raise InvalidFault(f"proxy {self.name!r} is not started; call start() before client_listener()")
             existing = self._clients.listeners.get(label)
@@ -128,14 +138,15 @@ class Proxy:
                 return existing.address
             return self._open_listener(label, (_net.LOOPBACK, port)).address
 
+        return self._in_loop(open_listener)
+
     def classify_clients(self, classifier: Classifier | None) -> None:
         """Label new connections by their first bytes, e.g. `KafkaClientId({"k2-producer": "producer"})`.
 
         For clients that one listener cannot tell apart (Kafka clients reconnect to the advertised broker
         address after bootstrap). A classified label is refused by resetting its new connections.
         """
-        with self._lock:
-            self._clients.classifier = classifier
+        self._in_loop(lambda: setattr(self._clients, "classifier", classifier))
 
     @property
     def classifier(self) -> Classifier | None:
@@ -143,8 +154,7 @@ class Proxy:
 
     def labels(self) -> list[str]:
         """Every client label: one per listener (`default` first), then those a classifier can give."""
-        with self._lock:
-            return self._clients.known()
+        return self._in_loop(self._clients.known)
 
     def _open_listener(self, label: str, address: _net.Address) -> Listener:
         """Bind a listener for `label`, refusing clients while the proxy is disabled or partitioned."""
@@ -169,23 +179,27 @@ class Proxy:
 
     def disable(self) -> None:
         """Like Toxiproxy's disable: the ports refuse connections and open connections are closed."""
-        with self._lock:
+
+        def disable() -> None:
             if not self._enabled:
                 return
             self._enabled = False
             for listener in self._clients.listeners.values():
                 listener.pause()
-            links = list(self._links)
-        for link in links:
-            link.close(reason="proxy disabled")
+            for link in list(self._links):
+                link.close(reason="proxy disabled")
+
+        self._in_loop(disable)
 
     def enable(self) -> None:
-        with self._lock:
+        def enable() -> None:
             if self._enabled:
                 return
             self._enabled = True
             for listener in self._clients.listeners.values():
                 listener.resume()
+
+        self._in_loop(enable)
 
     # --- toxics ---------------------------------------------------------------------------------
 
@@ -204,51 +218,81 @@ class Proxy:
 
     def install(self, toxic: Toxic) -> Toxic:
         """Apply an already built toxic."""
-        with self._lock:
+
+        def install() -> None:
             if any(t.name == toxic.name for t in self._toxics):
                 raise AlreadyExists(
                     f"toxic {toxic.name!r} already exists on proxy {self.name!r}; remove it first or pass another name="
                 )
             self._clients.check(toxic.clients)
             self._toxics.append(toxic)
+            self._decisions[toxic.name] = [0, 0]
             self._refresh_all()
+
+        self._in_loop(install)
         log.info("proxy %s: added %r", self.name, toxic)
         return toxic
 
     def update_toxic(self, name: str, toxicity: float | None = None, **attributes: Any) -> Toxic:
         """Change a toxic's toxicity or attributes; open connections switch to the new values."""
-        with self._lock:
+
+        def update() -> Toxic:
             index = self._index(name)
             new = self._toxics[index].replace(toxicity=toxicity, attributes=attributes)
             self._toxics[index] = new
             self._refresh_all()
+            return new
+
+        new = self._in_loop(update)
         log.info("proxy %s: updated %r", self.name, new)
         return new
 
     def remove_toxic(self, name: str) -> None:
-        """Remove a toxic; data it holds is flushed to its destination, not dropped."""
-        with self._lock:
+        """Remove a toxic; data it holds is flushed to its destination, not dropped (a toxic that ends
+        connections, like `timeout`, closes the ones it held instead, as in Toxiproxy)."""
+
+        def remove() -> None:
             del self._toxics[self._index(name)]
-            self._refresh_all()
+            self._decisions.pop(name, None)
+            self._refresh_all(removed={name})
+
+        self._in_loop(remove)
         log.info("proxy %s: removed toxic %s", self.name, name)
 
     def toxic(self, name: str) -> Toxic:
-        with self._lock:
-            return self._toxics[self._index(name)]
+        return self._in_loop(lambda: self._toxics[self._index(name)])
 
     def toxics(self) -> list[Toxic]:
-        with self._lock:
-            return list(self._toxics)
+        return list(self._toxics)
+
+    def decisions(self) -> dict[str, dict[str, int]]:
+        """Per toxic: on how many connections its toxicity roll applied it, and on how many it did not."""
+        return self._in_loop(lambda: {n: {"applied": a, "skipped": s} for n, (a, s) in self._decisions.items()})
+
+    def set_seed(self, seed: int) -> None:
+        """Replay from here: new random streams from `seed`, connections numbered again from 1."""
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise InvalidFault(f"seed {seed!r} of proxy {self.name!r} is not an integer; pass a whole number")
+
+        def set_seed() -> None:
+            self.seed = seed
+            self._seq_at_seed = self._seq
+
+        self._in_loop(set_seed)
+        log.info("proxy %s: toxicity seed %d", self.name, seed)
 
     def reset(self) -> None:
         """Remove every toxic, lift every partition and enable the proxy (Toxiproxy's /reset)."""
-        with self._lock:
-            partitions = list(self._partitions)
-        for partition in partitions:
+        for partition in list(self._partitions):
             partition.restore()
-        with self._lock:
+
+        def clear() -> None:
+            removed = {t.name for t in self._toxics}
             self._toxics.clear()
-            self._refresh_all()
+            self._decisions.clear()
+            self._refresh_all(removed=removed)
+
+        self._in_loop(clear)
         self.enable()
 
     def _index(self, name: str) -> int:
@@ -269,11 +313,15 @@ class Proxy:
         `blackhole`: connections are still accepted but nothing flows in `direction`; data is held (TCP
         pushes back on the sender) and flows again on restore, as after a real partition heals.
         """
-        with self._lock:
+
+        def create() -> Partition:
             self._clients.check(clients)
             self._partition_seq += 1
             partition = Partition(self, self._partition_seq, mode, direction, clients)
             self._partitions.append(partition)
+            return partition
+
+        partition = self._in_loop(create)
         try:
             partition._apply()
         except BaseException:
@@ -282,61 +330,92 @@ class Proxy:
         return partition
 
     def _partition_ended(self, partition: Partition) -> None:
-        with self._lock:
-            if partition in self._partitions:
-                self._partitions.remove(partition)
+        if partition in self._partitions:
+            self._partitions.remove(partition)
 
     def _listeners_for(self, clients: tuple[str, ...] | None) -> list[Listener]:
-        with self._lock:
-            return self._clients.matching(clients)
+        return self._clients.matching(clients)
 
     def _links_for(self, clients: tuple[str, ...] | None) -> list[Link]:
-        with self._lock:
-            return [link for link in self._links if clients is None or link.label in clients]
+        return [link for link in self._links if clients is None or link.label in clients]
 
     # --- connections ----------------------------------------------------------------------------
 
     def _accept(self, conn: socket.socket, peer: tuple[str, int], listener: Listener) -> None:
-        with self._lock:
-            if not (self._started and self._enabled and listener.listening):
-                self._refused += 1  # accepted in the instant before the port was closed
-                _net.reset(conn)
-                conn.close()
-                return
-            self._seq += 1
-            link = Link(self, conn, peer, listener.label, self._seq)
+        if not (self._started and self._enabled and listener.listening):
+            self._refused += 1  # accepted in the instant before the port was closed
+            _net.reset(conn)
+            conn.close()
+            return
+        self._seq += 1
+        link = Link(self, conn, peer, listener.label, self._seq)
+        with self._changed:
             self._links.add(link)
-            self._refresh(link)
             self._changed.notify_all()
+        self._refresh(link)
         link.start()
 
     def _relabel(self, link: Link, label: str) -> bool:
         """A classifier named the link's label: re-apply toxics; False if a partition refuses the label."""
-        with self._lock:
-            link.label = label
-            self._refresh(link)
-            return not any(p.mode == "refuse" and p.active and p.covers(label) for p in self._partitions)
+        link.label = label
+        self._refresh(link)
+        return not any(p.mode == "refuse" and p.active and p.covers(label) for p in self._partitions)
 
     def _link_ended(self, link: Link) -> None:
-        with self._lock:
+        self._ended_bytes[Stream.UPSTREAM] += link.up.bytes
+        self._ended_bytes[Stream.DOWNSTREAM] += link.down.bytes
+        with self._changed:
             self._links.discard(link)
-            self._ended_bytes[Stream.UPSTREAM] += link.up.bytes
-            self._ended_bytes[Stream.DOWNSTREAM] += link.down.bytes
             self._changed.notify_all()
 
-    def _refresh_all(self) -> None:
-        for link in self._links:
-            self._refresh(link)
+    def _refresh_all(self, removed: set[str] | None = None) -> None:
+        for link in list(self._links):
+            self._refresh(link, removed or set())
 
-    def _refresh(self, link: Link) -> None:
+    def _refresh(self, link: Link, removed: set[str] | None = None) -> None:
+        """Recompute both chains of `link` from the toxics, keeping the bindings (and state) of those that stay.
+
+        Toxicity is rolled per toxic per connection, from that pair's own random stream, so the roll is
+        the same on every rebuild and in every run with the same seed and connection order.
+        """
+        if link.closing:
+            return
+        names = {t.name for t in self._toxics}
         for stream in Stream:
-            link.pipe(stream).rebuild(self._toxics, f"{self.seed}/{self.name}")
+            pipe = link.pipe(stream)
+            for gone in [n for n in pipe.decided if n not in names]:
+                del pipe.decided[gone]
+            old = {id(b.toxic): b for b in pipe.chain}
+            chain: list[Binding] = []
+            for toxic in self._toxics:
+                if toxic.stream is not stream or not toxic.applies_to(link.label):
+                    continue
+                binding = old.get(id(toxic))
+                if binding is None:
+                    rng = random.Random(f"{self.seed}:{self.name}:{toxic.name}:{link.seq - self._seq_at_seed}")
+                    applied = rng.random() < toxic.toxicity
+                    self._decide(pipe, toxic.name, applied)
+                    if not applied:
+                        continue  # this connection is spared: it keeps the fast path
+                    binding = Binding(pipe, toxic, rng)
+                chain.append(binding)
+            pipe.set_chain(tuple(chain), removed or set())
+
+    def _decide(self, pipe: Pipe, name: str, applied: bool) -> None:
+        """Count a toxicity roll; an update that changes the toxicity re-rolls and moves the count."""
+        counts = self._decisions.setdefault(name, [0, 0])
+        previous = pipe.decided.get(name)
+        if previous is applied:
+            return
+        if previous is not None:
+            counts[0 if previous else 1] -= 1
+        counts[0 if applied else 1] += 1
+        pipe.decided[name] = applied
 
     @property
     def connections(self) -> int:
         """Connections open right now."""
-        with self._lock:
-            return len(self._links)
+        return len(self._links)
 
     @property
     def connections_total(self) -> int:
@@ -349,25 +428,34 @@ class Proxy:
             return self._changed.wait_for(lambda: len(self._links) == count, timeout)
 
     def stats(self) -> dict[str, Any]:
-        with self._lock:
-            up = self._ended_bytes[Stream.UPSTREAM] + sum(link.up.bytes for link in self._links)
-            down = self._ended_bytes[Stream.DOWNSTREAM] + sum(link.down.bytes for link in self._links)
-            labels: dict[str, int] = dict.fromkeys(self._clients.known(), 0)
-            for link in self._links:
-                labels[link.label] = labels.get(link.label, 0) + 1
-            return {
-                "connections": len(self._links),
-                "connections_total": self._seq,
-                "connections_refused": self._refused,
-                "bytes_upstream": up,
-                "bytes_downstream": down,
-                "connections_by_client": labels,
-            }
+        """Counters, and the bytes the proxy holds for its open connections (each bounded, see `pipe`)."""
+        return self._in_loop(self._stats)
+
+    def _stats(self) -> dict[str, Any]:
+        up = self._ended_bytes[Stream.UPSTREAM] + sum(link.up.bytes for link in self._links)
+        down = self._ended_bytes[Stream.DOWNSTREAM] + sum(link.down.bytes for link in self._links)
+        labels: dict[str, int] = dict.fromkeys(self._clients.known(), 0)
+        for link in self._links:
+            labels[link.label] = labels.get(link.label, 0) + 1
+        held = [link.buffered for link in self._links]
+        return {
+            "connections": len(self._links),
+            "connections_total": self._seq,
+            "connections_refused": self._refused,
+            "bytes_upstream": up,
+            "bytes_downstream": down,
+            "connections_by_client": labels,
+            "bytes_held": sum(held),
+            "bytes_held_max_per_connection": max(held, default=0),
+        }
 
     # --- Toxiproxy-style view and update --------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        with self._lock:
+        """Toxiproxy's proxy shape, plus `toxicity_decisions` (per toxic: connections applied / skipped),
+        which Toxiproxy clients ignore."""
+
+        def view() -> dict[str, Any]:
             listener = self._clients.listeners.get(DEFAULT_LABEL)
             listen = listener.address if listener else self.listen
             return {
@@ -376,7 +464,10 @@ class Proxy:
                 "upstream": _net.format_address(self.upstream),
                 "enabled": self._enabled,
                 "toxics": [t.to_json() for t in self._toxics],
+                "toxicity_decisions": {n: {"applied": a, "skipped": s} for n, (a, s) in self._decisions.items()},
             }
+
+        return self._in_loop(view)
 
     def update(
         self,
@@ -388,7 +479,8 @@ class Proxy:
         """Change fields like Toxiproxy: a new listen or upstream address restarts the proxy's connections."""
         new_listen = _net.parse_address(listen, f"proxy {self.name!r} listen") if listen is not None else None
         new_up = _net.parse_address(upstream, f"proxy {self.name!r} upstream") if upstream is not None else None
-        with self._lock:
+
+        def relocate() -> None:
             current = self._clients.listeners.get(DEFAULT_LABEL)
             move = new_listen is not None and (current is None or new_listen[1] not in (0, current.address[1]))
             if new_up is not None and new_up != self.upstream:
@@ -402,6 +494,8 @@ class Proxy:
                     current.close()
                 for link in [lk for lk in self._links if lk.label == DEFAULT_LABEL]:
                     link.close(reason="listen address changed")
+
+        self._in_loop(relocate)
         if enabled is True:
             self.enable()
         elif enabled is False:

@@ -4,20 +4,23 @@ A toxic is an immutable, validated value (type + stream + toxicity + attributes)
 of timestamped chunks for one direction of one connection; everything per-connection lives in the
 `ToxicContext` handed to it, never on the toxic, so one toxic serves every connection.
 
-Contract for toxic authors:
-- `pipe()` yields zero or more chunks for each chunk it gets; it may wait only with `ctx.wait_until()`,
-  which returns False when it is interrupted (the toxic was removed or the connection is closing);
-  after an interrupt it must yield what it holds at once: data in flight is flushed, never dropped
-  (a toxic whose very purpose is to drop data, like `blackhole` or `limit_data`, is the exception).
-- `on_eof()` runs when the source closed its side; it may wait the same way.
+Contract for toxic authors (the proxy runs every connection on one event loop, so nothing may block):
+- `pipe()` is a generator: it yields the chunks to pass on for each chunk it gets, and to wait it
+  yields `Wait(when)` (a monotonic time); the yield evaluates to True when the time came, False when
+  the wait was interrupted (the toxic was removed or the connection is closing). After an interrupt it
+  must yield what it holds at once: data in flight is flushed, never dropped (a toxic whose very
+  purpose is to drop data, like `blackhole`, `limit_data` or `reset_peer`, is the exception).
+- `on_eof()` runs when the source closed its side; it may be a generator that yields `Wait`s too.
 - `deadline()`/`on_deadline()` give a timer that fires even when no data flows (timeout, reset_peer).
+- `on_remove()` runs when the toxic is removed from a connection it applied to (Toxiproxy's cleanup).
+- Randomness comes from `ctx.rng`, seeded per proxy, toxic and connection, so a seed replays it.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -27,9 +30,12 @@ from k2.chaos.errors import InvalidFault
 __all__ = [
     "Attribute",
     "Chunk",
+    "Step",
+    "Steps",
     "Stream",
     "Toxic",
     "ToxicContext",
+    "Wait",
     "create_toxic",
     "register",
     "toxic_class",
@@ -64,17 +70,25 @@ class Chunk:
     ts: float
 
 
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Yielded by a toxic to pause until monotonic time `until` (`math.inf`: until interrupted)."""
+
+    until: float
+
+
+#: What `pipe()` yields: chunks to pass on, and waits (whose yield evaluates to True, or False if interrupted).
+Step = Chunk | Wait
+Steps = Generator[Step, bool | None, None]
+
+
 class ToxicContext(Protocol):
-    """One toxic on one direction of one connection: its state, its seeded RNG and its wait/act hooks."""
+    """One toxic on one direction of one connection: its state, its seeded RNG and its hooks."""
 
     state: Any
     rng: random.Random
     started: float
     label: str
-
-    def wait_until(self, when: float) -> bool:
-        """Block until monotonic time `when`; False if interrupted first (toxic removed, link closing)."""
-        ...
 
     def close_link(self) -> None:
         """Close both sides of the connection with a FIN, after data already sent."""
@@ -201,11 +215,12 @@ class Toxic:
         """Per-connection state, created when the toxic starts on a connection."""
         return None
 
-    def pipe(self, chunk: Chunk, ctx: ToxicContext) -> Iterator[Chunk]:
+    def pipe(self, chunk: Chunk, ctx: ToxicContext) -> Iterable[Step]:
         yield chunk
 
-    def on_eof(self, ctx: ToxicContext) -> None:
-        """The source closed its side; may delay the close with `ctx.wait_until()`."""
+    def on_eof(self, ctx: ToxicContext) -> Iterable[Wait] | None:
+        """The source closed its side; a generator yielding `Wait`s delays the close."""
+        return None
 
     def deadline(self, ctx: ToxicContext) -> float | None:
         """Monotonic time at which `on_deadline` must run even if no data flows, or None."""
@@ -213,6 +228,9 @@ class Toxic:
 
     def on_deadline(self, ctx: ToxicContext) -> None:
         """Runs once when `deadline()` has passed."""
+
+    def on_remove(self, ctx: ToxicContext) -> None:
+        """Runs when the toxic is removed (not replaced by an update) while it applies to a connection."""
 
     def to_json(self) -> dict[str, Any]:
         """Toxiproxy's JSON shape (plus `clients` when the toxic is restricted to some clients)."""

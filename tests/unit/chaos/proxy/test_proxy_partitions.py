@@ -68,12 +68,17 @@ def test_one_way_upstream_partition(recorder: Recorder) -> None:
 
 
 def test_one_way_downstream_partition(recorder: Recorder) -> None:
-    with Proxy("oneway", upstream=recorder.address, seed=1) as proxy, connect(proxy.listen_address) as sock:
-        with proxy.partition("blackhole", direction="downstream"):
+    with Proxy("oneway", upstream=recorder.address, seed=1) as proxy:
+        # Partitioned before the client connects: the server greets at once, so a partition applied after
+        # the connect races with the greeting (this failed on the thread-per-link proxy too).
+        partition = proxy.partition("blackhole", direction="downstream")
+        sock = connect(proxy.listen_address)
+        with partition:
             sock.sendall(b"request")
             wait_for(lambda: recorder.got() == b"request", what="request to reach the server")
             assert nothing_arrives(sock, 0.3)  # the greeting is stuck
         assert recv_exactly(sock, 2) == b"hi"
+        sock.close()
 
 
 def test_partial_partition_cuts_one_client_label_only(proxy: Proxy) -> None:

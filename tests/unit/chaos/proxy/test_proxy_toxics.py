@@ -109,13 +109,18 @@ def test_timeout_stops_data_then_closes(proxy: Proxy) -> None:
         assert 0.28 <= time.monotonic() - start <= 2.0
 
 
-def test_timeout_zero_holds_forever_and_removal_delivers_the_held_data(proxy: Proxy) -> None:
+def test_timeout_zero_holds_forever_and_removal_closes_the_connections_it_held(proxy: Proxy) -> None:
+    """As in Toxiproxy (its timeout toxic's cleanup): removing the toxic ends what it held, and the
+    held bytes are never delivered; connections opened afterwards flow normally."""
     proxy.add_toxic("timeout", stream="upstream", timeout=0)
     with connect(proxy.listen_address) as sock:
         sock.sendall(b"held")
         assert nothing_arrives(sock, 0.4)
         proxy.remove_toxic("timeout_upstream")
-        assert recv_exactly(sock, 4) == b"held"
+        assert recv_until_eof(sock) == b""
+    assert proxy.wait_connections(0)
+    with connect(proxy.listen_address) as sock:
+        assert rtt_ms(sock) < 100
 
 
 def test_reset_peer_resets_after_the_timeout(proxy: Proxy) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
-from k2.chaos.proxy.toxic import Attribute, Chunk, Toxic, ToxicContext, register
+from k2.chaos.proxy.toxic import Attribute, Chunk, Steps, Toxic, ToxicContext, Wait, register
 
 
 @register
@@ -18,11 +18,11 @@ class Blackhole(Toxic):
     type_name = "blackhole"
     ATTRIBUTES = (Attribute("mode", str, "drop", choices=("drop", "hold"), help="drop or hold the data"),)
 
-    def pipe(self, chunk: Chunk, ctx: ToxicContext) -> Iterator[Chunk]:
+    def pipe(self, chunk: Chunk, ctx: ToxicContext) -> Steps:
         if self.attributes["mode"] == "drop":
             return
-        ctx.wait_until(math.inf)
+        yield Wait(math.inf)
         yield chunk
 
-    def on_eof(self, ctx: ToxicContext) -> None:
-        ctx.wait_until(math.inf)
+    def on_eof(self, ctx: ToxicContext) -> Iterator[Wait]:
+        yield Wait(math.inf)

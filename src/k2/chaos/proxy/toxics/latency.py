@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-from k2.chaos.proxy.toxic import Attribute, Chunk, Toxic, ToxicContext, register
+from k2.chaos.proxy.toxic import Attribute, Chunk, Steps, Toxic, ToxicContext, Wait, register
 
 
 @dataclass
@@ -16,7 +15,8 @@ class _State:
 @register
 class Latency(Toxic):
     """The delay counts from when the chunk was read, so back-to-back chunks are delayed in parallel
-    (a pipe with latency, not a queue of sleeps); a chunk never leaves before the one ahead of it."""
+    (a pipe with latency, not a queue of sleeps); a chunk never leaves before the one ahead of it.
+    Jitter is drawn from `ctx.rng`, so the same seed gives the same delays."""
 
     type_name = "latency"
     ATTRIBUTES = (
@@ -27,7 +27,7 @@ class Latency(Toxic):
     def new_state(self, ctx: ToxicContext) -> _State:
         return _State()
 
-    def pipe(self, chunk: Chunk, ctx: ToxicContext) -> Iterator[Chunk]:
+    def pipe(self, chunk: Chunk, ctx: ToxicContext) -> Steps:
         delay_ms = float(self.attributes["latency"])
         jitter = self.attributes["jitter"]
         if jitter:
@@ -35,5 +35,5 @@ class Latency(Toxic):
         state: _State = ctx.state
         release = max(chunk.ts + max(0.0, delay_ms) / 1000.0, state.last_release)
         state.last_release = release
-        ctx.wait_until(release)  # interrupted or not, the chunk goes on: nothing is dropped
+        yield Wait(release)  # interrupted or not, the chunk goes on: nothing is dropped
         yield chunk

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 from k2.chaos.errors import InvalidFault
-from k2.chaos.proxy.toxic import Attribute, Chunk, Toxic, ToxicContext, register
+from k2.chaos.proxy.toxic import Attribute, Chunk, Steps, Toxic, ToxicContext, Wait, register
 
 
 @register
@@ -27,7 +26,7 @@ class Slicer(Toxic):
                 f"than average_size {self.attributes['average_size']}; lower it"
             )
 
-    def pipe(self, chunk: Chunk, ctx: ToxicContext) -> Iterator[Chunk]:
+    def pipe(self, chunk: Chunk, ctx: ToxicContext) -> Steps:
         average, variation = self.attributes["average_size"], self.attributes["size_variation"]
         delay = self.attributes["delay"] / 1e6
         data, offset = chunk.data, 0
@@ -35,6 +34,6 @@ class Slicer(Toxic):
             size = average + (ctx.rng.randint(-variation, variation) if variation else 0)
             yield Chunk(data[offset : offset + size], chunk.ts)
             offset += size
-            if offset < len(data) and delay and not ctx.wait_until(time.monotonic() + delay):
+            if offset < len(data) and delay and not (yield Wait(time.monotonic() + delay)):
                 yield Chunk(data[offset:], chunk.ts)  # removed: the rest goes in one piece
                 return

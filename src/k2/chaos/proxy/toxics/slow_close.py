@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
-from k2.chaos.proxy.toxic import Attribute, Toxic, ToxicContext, register
+from k2.chaos.proxy.toxic import Attribute, Toxic, ToxicContext, Wait, register
 
 
 @register
@@ -14,5 +15,5 @@ class SlowClose(Toxic):
     type_name = "slow_close"
     ATTRIBUTES = (Attribute("delay", int, 0, minimum=0, help="milliseconds to delay the close"),)
 
-    def on_eof(self, ctx: ToxicContext) -> None:
-        ctx.wait_until(time.monotonic() + self.attributes["delay"] / 1000.0)
+    def on_eof(self, ctx: ToxicContext) -> Iterator[Wait]:
+        yield Wait(time.monotonic() + self.attributes["delay"] / 1000.0)
