@@ -1,13 +1,15 @@
-"""What the fault proxy costs with no toxic: bulk throughput and small-message RTT, direct vs proxied.
+"""K2's fault proxy against direct loopback and, with `--toxiproxy PATH`, the real Toxiproxy, in one run.
 
-The service (an echo and a sink server) runs in a child process, as a real service would; the client and
-the proxy share this process, as they do in a K2 test. Direct and proxied rounds alternate so that noise
-from other work on the machine hits both alike; medians are reported. Also measured: the toxic path
-(a `latency=0` toxic on both directions), to show what a toxic costs beyond its intended effect.
+Every target is its own process (the echo/sink service, K2's proxy daemon, Toxiproxy), configured through
+the same HTTP API with the same JSON and driven by the same load tool (`proxy_load`). Repetitions are
+interleaved (ABAB: the order of the targets flips every repetition) so that noise from other work on the
+machine hits them alike; each figure is the median over repetitions with its spread (min-max), and the
+machine's load average is recorded before and after.
 
-    .venv/bin/python benchmarks/bench_proxy.py [--bulk-mib 512] [--rounds 5] [--rtt-count 3000]
+    .venv/bin/python -m benchmarks.bench_proxy [--toxiproxy PATH] [--reps 5] [--kafka]
+    .venv/bin/python -m benchmarks.bench_proxy --table     # README's table from the last results
 
-Writes benchmarks/results/proxy.json and prints a summary.
+Writes benchmarks/results/proxy.json.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,62 +26,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from k2.chaos.proxy import EchoServer, Proxy
+from benchmarks import proxy_load as load
+from benchmarks.proxy_targets import ApiProxy, Direct, proc_cpu_seconds, proc_rss_mib
 
 RESULTS = Path(__file__).resolve().parent / "results" / "proxy.json"
 Address = tuple[str, int]
+NOOP = [{"name": f"noop_{s}", "type": "noop", "stream": s, "attributes": {}} for s in ("upstream", "downstream")]
+BANDWIDTH_KBPS = 1000
+LATENCY_MS, JITTER_MS = 100, 50
 
 
 def serve() -> None:
-    """Child process: run an echo and a sink server until stdin closes."""
-    with EchoServer("echo") as echo, EchoServer("sink") as sink:
+    """Child process: an echo and a counting sink server on their own event loop, until stdin closes."""
+    from k2.chaos.proxy import EchoServer
+
+    with EchoServer("echo") as echo, EchoServer("count") as sink:
         print(echo.address[1], sink.address[1], flush=True)
         sys.stdin.read()
-
-
-def bulk_mbps(address: Address, total: int) -> float:
-    """Send `total` bytes in 1 MiB writes; the sink answers with the count once it has them all."""
-    block = memoryview(bytearray(1 << 20))
-    with socket.create_connection(address, timeout=60) as sock:
-        start = time.perf_counter()
-        sent = 0
-        while sent < total:
-            sock.sendall(block)
-            sent += len(block)
-        sock.shutdown(socket.SHUT_WR)
-        reply = b""
-        while chunk := sock.recv(64):
-            reply += chunk
-        elapsed = time.perf_counter() - start
-    if int(reply) != sent:
-        raise RuntimeError(f"sink got {reply!r} bytes, sent {sent}")
-    return sent / elapsed / 1e6
-
-
-def rtts_us(address: Address, count: int, size: int = 100) -> list[float]:
-    """Round trips of a `size`-byte message through the echo server, in microseconds."""
-    message = b"x" * size
-    out = []
-    with socket.create_connection(address, timeout=10) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        for _ in range(50):  # warm up
-            sock.sendall(message)
-            _recv_exactly(sock, size)
-        for _ in range(count):
-            start = time.perf_counter()
-            sock.sendall(message)
-            _recv_exactly(sock, size)
-            out.append((time.perf_counter() - start) * 1e6)
-    return out
-
-
-def _recv_exactly(sock: socket.socket, size: int) -> None:
-    got = 0
-    while got < size:
-        chunk = sock.recv(size - got)
-        if not chunk:
-            raise ConnectionError("echo server closed the connection")
-        got += len(chunk)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -88,101 +50,254 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def alternate(rounds: int, runs: dict[str, Callable[[], Any]]) -> dict[str, list[Any]]:
-    results: dict[str, list[Any]] = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, run in runs.items():
-            results[name].append(run())
-    return results
+def spread(values: list[float], digits: int = 1) -> dict[str, Any]:
+    """Median and min-max over repetitions, and every repetition's value."""
+    return {
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+        "runs": [round(v, digits) for v in values],
+    }
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, echo: Address, sink: Address) -> None:
+        self.args = args
+        self.echo, self.sink = echo, sink
+        self.targets: list[Any] = [Direct(), ApiProxy.k2()]
+        if args.toxiproxy:
+            self.targets.append(ApiProxy.toxiproxy(args.toxiproxy))
+        self.raw: dict[str, dict[str, list[Any]]] = {}
+        self.addr: dict[tuple[str, str], Address] = {}
+        for target in self.targets:
+            rss_idle = proc_rss_mib(target.pid) if target.pid else None
+            self._record("rss_idle_mib", target.name, rss_idle)
+            for name, upstream, toxics in (
+                ("echo", echo, None),
+                ("sink", sink, None),
+                ("sink_noop", sink, NOOP),
+                ("echo_noop", echo, NOOP),
+                (
+                    "sink_bw",
+                    sink,
+                    [{"type": "bandwidth", "stream": "upstream", "attributes": {"rate": BANDWIDTH_KBPS}}],
+                ),
+                ("echo_lat", echo, [{"type": "latency", "attributes": {"latency": LATENCY_MS, "jitter": 0}}]),
+                ("echo_jit", echo, [{"type": "latency", "attributes": {"latency": LATENCY_MS, "jitter": JITTER_MS}}]),
+            ):
+                if target.name == "direct" and toxics:
+                    continue
+                self.addr[(target.name, name)] = target.proxy(name, upstream, toxics)
+
+    def close(self) -> None:
+        for target in self.targets:
+            target.close()
+
+    def _record(self, phase: str, target: str, value: Any) -> None:
+        if value is not None:
+            self.raw.setdefault(phase, {}).setdefault(target, []).append(value)
+
+    def each(self, rep: int, proxy: str, phase: str, run: Callable[[Address], Any], *, direct: bool = True) -> None:
+        """Run `run` against every target, in the order of this repetition (ABAB)."""
+        order = self.targets if rep % 2 == 0 else list(reversed(self.targets))
+        for target in order:
+            if target.name == "direct" and not direct:
+                continue
+            self._record(phase, target.name, run(self.addr[(target.name, proxy)]))
+
+    def repetition(self, rep: int) -> None:
+        a = self.args
+        total = a.bulk_mib << 20
+        order = self.targets if rep % 2 == 0 else list(reversed(self.targets))
+        for target in order:  # bulk, with the proxy's CPU per GB moved
+            cpu0 = proc_cpu_seconds(target.pid) if target.pid else 0.0
+            mbps = load.bulk_mbps(self.addr[(target.name, "sink")], total)
+            self._record("bulk_mb_s", target.name, mbps)
+            if target.pid:
+                self._record("cpu_s_per_gb", target.name, (proc_cpu_seconds(target.pid) - cpu0) / (total / 1e9))
+        self.each(rep, "sink_noop", "bulk_noop_mb_s", lambda ad: load.bulk_mbps(ad, total), direct=False)
+        self.each(rep, "echo", "rtt_64b_us", lambda ad: load.rtts_us(ad, a.rtt_count))
+        self.each(rep, "echo_noop", "rtt_64b_noop_us", lambda ad: load.rtts_us(ad, a.rtt_count), direct=False)
+        for n in (200, 1000):
+            self.each(rep, "echo", f"conc_{n}", lambda ad, n=n: load.concurrent_round_trips(ad, n, a.trips))
+        self.each(rep, "echo", "accept_burst", lambda ad: load.accept_burst(ad, a.burst))
+        if rep < a.slow_reps:
+            self.each(
+                rep, "sink_bw", "bandwidth_s", lambda ad: load.transfer_seconds(ad, a.bandwidth_bytes), direct=False
+            )
+            self.each(
+                rep, "echo_lat", "latency_us", lambda ad: load.rtts_us(ad, a.latency_count, warmup=2), direct=False
+            )
+            self.each(rep, "echo_jit", "jitter_us", lambda ad: load.rtts_us(ad, a.jitter_count, warmup=2), direct=False)
+            self._record("timer_overshoot_us", "host", load.timer_overshoot_us())
+        for target in order:  # memory with many connections open
+            if target.pid:
+                with load.open_connections(self.addr[(target.name, "echo")], a.hold):
+                    self._record("rss_held_mib", target.name, proc_rss_mib(target.pid))
+
+    def summary(self) -> dict[str, Any]:
+        r, a = self.raw, self.args
+        out: dict[str, Any] = {}
+        out["bulk_mb_s"] = {t: spread(v, 0) for t, v in r["bulk_mb_s"].items()}
+        out["bulk_ratio_to_direct"] = {
+            t: spread([x / d for x, d in zip(v, r["bulk_mb_s"]["direct"], strict=True)], 3)
+            for t, v in r["bulk_mb_s"].items()
+            if t != "direct"
+        }
+        out["bulk_noop_mb_s"] = {t: spread(v, 0) for t, v in r["bulk_noop_mb_s"].items()}
+        out["cpu_s_per_gb"] = {t: spread(v, 2) for t, v in r["cpu_s_per_gb"].items()}
+        for phase in ("rtt_64b_us", "rtt_64b_noop_us"):
+            out[phase] = {}
+            for t, runs in r[phase].items():
+                base = r["rtt_64b_us"]["direct"]
+                out[phase][t] = {
+                    "p50": spread([percentile(x, 0.5) for x in runs]),
+                    "p99": spread([percentile(x, 0.99) for x in runs]),
+                    "added_p50": spread(
+                        [percentile(x, 0.5) - percentile(d, 0.5) for x, d in zip(runs, base, strict=True)]
+                    ),
+                    "added_p99": spread(
+                        [percentile(x, 0.99) - percentile(d, 0.99) for x, d in zip(runs, base, strict=True)]
+                    ),
+                }
+        for n in (200, 1000):
+            out[f"concurrent_{n}x{a.trips}"] = {
+                t: {
+                    "seconds": spread([x["seconds"] for x in runs], 3),
+                    "p99_round_trip_ms": spread([percentile(x["latencies_us"], 0.99) / 1000 for x in runs], 2),
+                }
+                for t, runs in r[f"conc_{n}"].items()
+            }
+        out[f"accept_burst_{a.burst}"] = {
+            t: {
+                "seconds": spread([x["seconds"] for x in runs], 3),
+                "listen_drops": spread([x["listen_drops"] for x in runs], 0),
+                "listen_overflows": spread([x["listen_overflows"] for x in runs], 0),
+            }
+            for t, runs in r["accept_burst"].items()
+        }
+        expected = a.bandwidth_bytes / (BANDWIDTH_KBPS * 1000)
+        out["bandwidth_error_pct"] = {
+            t: spread([(expected / s - 1) * 100 for s in v], 2) for t, v in r["bandwidth_s"].items()
+        }
+        base_p50 = statistics.median(percentile(x, 0.5) for x in r["rtt_64b_us"]["direct"])
+        out["latency_100ms"] = {
+            t: {
+                "p50_ms": spread([percentile(x, 0.5) / 1000 for x in runs], 2),
+                "p99_ms": spread([percentile(x, 0.99) / 1000 for x in runs], 2),
+                "excess_p50_us": spread([percentile(x, 0.5) - LATENCY_MS * 1000 - base_p50 for x in runs], 0),
+            }
+            for t, runs in r["latency_us"].items()
+        }
+        out["jitter_100ms_pm50"] = {
+            t: {
+                "mean_ms": spread([statistics.mean(x) / 1000 for x in runs], 2),
+                "stdev_ms": spread([statistics.stdev(x) / 1000 for x in runs], 2),
+                "min_ms": spread([min(x) / 1000 for x in runs], 2),
+                "max_ms": spread([max(x) / 1000 for x in runs], 2),
+                "expected": {"mean_ms": LATENCY_MS, "stdev_ms": round(JITTER_MS / 3**0.5, 2)},
+            }
+            for t, runs in r["jitter_us"].items()
+        }
+        overshoot = r["timer_overshoot_us"]["host"]
+        out["host_timer_overshoot_us"] = {
+            "p50": spread([percentile(x, 0.5) for x in overshoot]),
+            "p99": spread([percentile(x, 0.99) for x in overshoot]),
+        }
+        out["rss_mib"] = {
+            t: {
+                "idle": round(r["rss_idle_mib"][t][0], 1),
+                f"with_{a.hold}_connections": spread(r["rss_held_mib"][t]),
+                "per_connection_kib": spread(
+                    [(m - r["rss_idle_mib"][t][0]) * 1024 / a.hold for m in r["rss_held_mib"][t]]
+                ),
+            }
+            for t in r["rss_held_mib"]
+        }
+        return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--toxiproxy", help="path of a toxiproxy-server binary to measure side by side")
+    parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions")
+    parser.add_argument("--slow-reps", type=int, default=3, help="repetitions of the multi-second toxic phases")
     parser.add_argument("--bulk-mib", type=int, default=512, help="MiB per bulk transfer")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per measurement")
-    parser.add_argument("--rtt-count", type=int, default=3000, help="round trips per RTT round")
+    parser.add_argument("--rtt-count", type=int, default=3000, help="64 B round trips per repetition")
+    parser.add_argument("--trips", type=int, default=100, help="round trips per connection, many-connection phases")
+    parser.add_argument("--burst", type=int, default=1000, help="connections opened at once")
+    parser.add_argument("--hold", type=int, default=1000, help="connections held open for the memory figure")
+    parser.add_argument("--bandwidth-bytes", type=int, default=5_000_000)
+    parser.add_argument("--latency-count", type=int, default=30)
+    parser.add_argument("--jitter-count", type=int, default=100)
+    parser.add_argument("--kafka", action="store_true", help="also the produce phases through a Kafka broker")
+    parser.add_argument("--table", action="store_true", help="print README's table from the last results")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve()
         return
+    if args.table:
+        from benchmarks.proxy_table import render
 
+        print(render(json.loads(RESULTS.read_text())))
+        return
+
+    load_before = os.getloadavg()
+    started = time.time()
     child = subprocess.Popen(
-        [sys.executable, __file__, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "benchmarks.bench_proxy", "--serve"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
+    bench = None
     try:
         assert child.stdout is not None
         echo_port, sink_port = map(int, child.stdout.readline().split())
-        echo, sink = ("127.0.0.1", echo_port), ("127.0.0.1", sink_port)
-        total = args.bulk_mib << 20
-        with (
-            Proxy("bench-echo", upstream=echo, seed=1) as p_echo,
-            Proxy("bench-sink", upstream=sink, seed=1) as p_sink,
-            Proxy("bench-echo-toxic", upstream=echo, seed=1) as t_echo,
-            Proxy("bench-sink-toxic", upstream=sink, seed=1) as t_sink,
-        ):
-            for toxic_proxy in (t_echo, t_sink):
-                for stream in ("upstream", "downstream"):
-                    toxic_proxy.add_toxic("latency", stream=stream, latency=0)
-            bulk = alternate(
-                args.rounds,
-                {
-                    "direct": lambda: bulk_mbps(sink, total),
-                    "proxied": lambda: bulk_mbps(p_sink.listen_address, total),
-                    "toxic_path": lambda: bulk_mbps(t_sink.listen_address, total),
-                },
-            )
-            rtt = alternate(
-                args.rounds,
-                {
-                    "direct": lambda: rtts_us(echo, args.rtt_count),
-                    "proxied": lambda: rtts_us(p_echo.listen_address, args.rtt_count),
-                    "toxic_path": lambda: rtts_us(t_echo.listen_address, args.rtt_count),
-                },
-            )
+        bench = Bench(args, ("127.0.0.1", echo_port), ("127.0.0.1", sink_port))
+        for rep in range(args.reps):
+            bench.repetition(rep)
+            print(f"repetition {rep + 1}/{args.reps} done, load {os.getloadavg()[0]:.2f}", flush=True)
+        result: dict[str, Any] = bench.summary()
+        if args.kafka:
+            from benchmarks.proxy_kafka import produce_phases
+
+            result["kafka_produce"] = produce_phases(bench.targets, args.reps)
     finally:
+        if bench is not None:
+            bench.close()
         if child.stdin:
             child.stdin.close()
         child.wait(10)
-
-    bulk_med = {k: statistics.median(v) for k, v in bulk.items()}
-    rtt_all = {k: [x for run in v for x in run] for k, v in rtt.items()}
-    rtt_stats = {k: {"p50": percentile(v, 0.50), "p99": percentile(v, 0.99)} for k, v in rtt_all.items()}
-    result = {
-        "benchmark": "k2.chaos.proxy, no toxic vs direct loopback",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    document = {
+        "benchmark": "k2.chaos.proxy vs direct loopback" + (" vs Toxiproxy" if args.toxiproxy else ""),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "duration_s": round(time.time() - started),
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "kernel": platform.release(),
-            "load_average_1m": os.getloadavg()[0],
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
         },
-        "params": {"bulk_mib": args.bulk_mib, "rounds": args.rounds, "rtt_count": args.rtt_count},
-        "bulk_mb_per_s": {
-            "median": {k: round(v) for k, v in bulk_med.items()},
-            "rounds": {k: [round(x) for x in v] for k, v in bulk.items()},
-            "ratio_proxied_to_direct": round(bulk_med["proxied"] / bulk_med["direct"], 3),
-            "ratio_toxic_path_to_direct": round(bulk_med["toxic_path"] / bulk_med["direct"], 3),
-        },
-        "rtt_us": {
-            **{k: {q: round(x, 1) for q, x in v.items()} for k, v in rtt_stats.items()},
-            "added_p50_proxied": round(rtt_stats["proxied"]["p50"] - rtt_stats["direct"]["p50"], 1),
-            "added_p50_toxic_path": round(rtt_stats["toxic_path"]["p50"] - rtt_stats["direct"]["p50"], 1),
-        },
+        "toxiproxy": _toxiproxy_version(args.toxiproxy),
+        "params": {k: v for k, v in vars(args).items() if k not in ("serve", "table")},
+        **result,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    RESULTS.write_text(json.dumps(document, indent=2) + "\n")
+    from benchmarks.proxy_table import render
 
-    b, r = result["bulk_mb_per_s"], result["rtt_us"]
-    print(
-        f"bulk MB/s   direct {b['median']['direct']}, proxied {b['median']['proxied']} "
-        f"(ratio {b['ratio_proxied_to_direct']}), toxic path {b['median']['toxic_path']} "
-        f"(ratio {b['ratio_toxic_path_to_direct']})"
-    )
-    for name in ("direct", "proxied", "toxic_path"):
-        print(f"rtt µs      {name:<10} p50 {r[name]['p50']:>7}  p99 {r[name]['p99']:>7}")
-    print(f"added p50   proxied {r['added_p50_proxied']} µs, toxic path {r['added_p50_toxic_path']} µs")
-    print(f"load avg    {result['machine']['load_average_1m']:.2f} on {os.cpu_count()} cpus -> {RESULTS}")
+    print(render(document))
+    print(f"-> {RESULTS}")
+
+
+def _toxiproxy_version(binary: str | None) -> str | None:
+    if not binary:
+        return None
+    done = subprocess.run([binary, "-version"], capture_output=True, text=True, timeout=10)
+    return (done.stdout or done.stderr).strip()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from k2.chaos.proxy.reactor import Reactor, Watch, shared
 log = logging.getLogger(__name__)
 
 _READ_SIZE = 1 << 20
+_scratch = memoryview(bytearray(_READ_SIZE))  # sink and count modes read into it (loop thread only)
 
 
 class _Conn:
@@ -22,6 +23,7 @@ class _Conn:
         self.server = server
         self.sock = sock
         self.total = 0
+        self.head = b""  # "count" mode: the 8-byte length the client announces first
         self.out = b""
         self.eof = False
         self.watch: Watch = server.reactor.watch(sock, self.readable, self.writable, on_error=lambda _: self.close())
@@ -29,7 +31,10 @@ class _Conn:
 
     def readable(self) -> None:
         try:
-            data = self.sock.recv(_READ_SIZE)
+            if self.server.mode == "echo":
+                data = self.sock.recv(_READ_SIZE)
+            else:
+                data = _scratch[: self.sock.recv_into(_scratch)]
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -46,6 +51,13 @@ class _Conn:
         if self.server.mode == "echo":
             self.out = data
             self.writable()
+        elif self.server.mode == "count":
+            self.head += bytes(data[: 8 - len(self.head)])
+            if len(self.head) == 8 and self.total - 8 >= int.from_bytes(self.head, "big"):
+                self.eof = True
+                self.watch.set(read=False)
+                self.out = str(self.total - 8).encode()
+                self.writable()
 
     def writable(self) -> None:
         try:
@@ -72,11 +84,13 @@ class _Conn:
 
 class EchoServer:
     """`mode="echo"` sends back what it gets; `mode="sink"` reads until EOF, then replies the byte
-    count as ASCII digits and closes. Runs on the process's event loop; `stop()` closes everything."""
+    count as ASCII digits and closes; `mode="count"` does the same once it got the number of bytes the
+    client announced in its first 8 (big-endian), for proxies that do not forward a half-close (Toxiproxy).
+    Runs on the process's event loop; `stop()` closes everything."""
 
     def __init__(self, mode: str = "echo", reactor: Reactor | None = None) -> None:
-        if mode not in ("echo", "sink"):
-            raise ValueError(f"EchoServer mode {mode!r} is unknown; use 'echo' or 'sink'")
+        if mode not in ("echo", "sink", "count"):
+            raise ValueError(f"EchoServer mode {mode!r} is unknown; use 'echo', 'sink' or 'count'")
         self.mode = mode
         self.reactor = reactor or shared()
         self._sock = _net.listen_socket((_net.LOOPBACK, 0), backlog())

@@ -42,6 +42,7 @@ READ, WRITE, EDGE = select.EPOLLIN, select.EPOLLOUT, select.EPOLLET
 _ALERT = select.EPOLLERR | select.EPOLLHUP
 _CALL_TIMEOUT = 30.0  # a loop that does not answer a control call within this is wedged: say so
 _PR_SET_TIMERSLACK = 29
+_COARSE = 0.002  # timers further away than this are waited for with epoll's millisecond timeout first
 
 
 class Timer:
@@ -196,12 +197,16 @@ class Reactor:
             # Control calls first: a fault asked for while data flows takes effect before more data moves.
             for _ in range(len(calls)):
                 self._guard(calls.popleft(), None)
+            while timers and timers[0][2].callback is None:  # cancelled: drop, so an idle loop sleeps
+                heapq.heappop(timers)
             if calls:
                 events = epoll.poll(0)
             elif timers:
                 delay = timers[0][0] - time.monotonic()
                 if delay <= 0:
                     events = epoll.poll(0)
+                elif delay > _COARSE:  # epoll rounds up to whole ms: wake a little early, then the fine wait
+                    events = epoll.poll(delay - _COARSE)
                 else:  # select() for its microsecond timeout; it says when the epoll fd has events
                     ready, _, _ = select.select([epfd], [], [], delay)
                     events = epoll.poll(0) if ready else []
