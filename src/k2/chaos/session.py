@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from k2.chaos.errors import ChaosError, UnsafeTarget
 from k2.chaos.journal import Journal
-from k2.chaos.seeds import new_seed
+from k2.chaos.seeds import new_seed, seed_for
 from k2.chaos.targets import Probe, Target
 from k2.chaos.watchdog import Watchdog
 
@@ -75,6 +75,8 @@ class ChaosSession:
         self.journal_path = Path(journal_path)
         # The run's seed; a component that needs randomness derives its own stream (k2.chaos.seeds.rng_for).
         self.seed = seed if seed is not None else new_seed()
+        # The fault proxy's seed: its toxicity rolls and jitter replay with the run's seed.
+        self.fault_proxy_seed: int | None = seed_for(self.seed, "fault-proxy")
         self.records: list[FaultRecord] = []
         self._recover = recover
         self._use_watchdog = watchdog
@@ -95,6 +97,7 @@ class ChaosSession:
                 facets = (self.targets, self.network, self.disks, self.clocks)
                 kinds = {t.kind for facet in facets for t in facet.values()}
                 self.watchdog = Watchdog.start(self.journal_path, preload=tuple(sorted(kinds)))
+            self._seed_network()
         except BaseException:
             self.journal.close()
             raise
@@ -113,6 +116,21 @@ class ChaosSession:
                 self.watchdog.stop()
             if self.journal is not None:
                 self.journal.close()
+
+    def _seed_network(self) -> None:
+        """Hand each fault proxy the session's derived seed, so its toxicity rolls and jitter replay."""
+        seeded: set[object] = set()
+        for target in self.network.values():
+            set_seed, api = getattr(target, "set_seed", None), getattr(target, "api_url", id(target))
+            if set_seed is None or api in seeded:
+                continue
+            seeded.add(api)
+            try:
+                set_seed(self.fault_proxy_seed)
+            except ChaosError as exc:
+                log.warning("fault proxy at %s did not take seed %s (%s): its toxics will not replay", api,
+                            self.fault_proxy_seed, exc)  # fmt: skip
+                self.fault_proxy_seed = None
 
     def halt(self) -> list[str]:
         """Restore every active fault now (newest first); returns what was restored."""

@@ -91,6 +91,8 @@ class Api:
             ("POST", re.compile(r"/populate"), self.populate),
             ("POST", re.compile(r"/reset"), self.reset),
             ("GET", re.compile(r"/version"), self.version),
+            ("GET", re.compile(r"/seed"), self.seed_show),
+            ("POST", re.compile(r"/seed"), self.seed_set),
             ("GET", re.compile(rf"/proxies/{p}"), self.proxy_show),
             ("POST|PATCH", re.compile(rf"/proxies/{p}"), self.proxy_update),
             ("DELETE", re.compile(rf"/proxies/{p}"), self.proxy_delete),
@@ -235,6 +237,17 @@ class Api:
 
     def version(self, body: bytes) -> Result:
         return HTTPStatus.OK, {"version": VERSION}
+
+    def seed_show(self, body: bytes) -> Result:
+        return HTTPStatus.OK, {"seed": self.server.seed}
+
+    def seed_set(self, body: bytes) -> Result:
+        """K2's own: the seed every toxicity roll and jitter draws from (a chaos session sets it)."""
+        seed = self._json(body).get("seed")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
+            raise ApiError(HTTPStatus.BAD_REQUEST, "bad request body: 'seed' must be an integer in [0, 2**64)")
+        self.server.set_seed(seed)
+        return HTTPStatus.OK, {"seed": seed}
 
     def proxy_show(self, body: bytes, proxy: str) -> Result:
         return HTTPStatus.OK, self.server.get(proxy).to_json()

@@ -202,6 +202,12 @@ class ProxyServer:
         listen_ok = wanted_listen[1] == 0 or _net.format_address(wanted_listen) == current
         return listen_ok and _net.parse_address(upstream, "upstream") == proxy.upstream
 
+    def set_seed(self, seed: int) -> None:
+        """Replay from here: every proxy (and every proxy created later) draws from streams of `seed`."""
+        for proxy in self.proxies():
+            proxy.set_seed(seed)
+        self.seed = seed
+
     def reset(self) -> None:
         """Enable every proxy and remove every toxic and partition."""
         for proxy in self.proxies():

@@ -188,6 +188,25 @@ class ProxyTarget:
         return Effect("shape", self.name, wall, time.monotonic() - t0, measured)
 
     def unshape(self) -> Effect:
-        """Remove every toxic this target added. Idempotent."""
+        """Remove every toxic this target added. Idempotent. The effect records, per toxic, on how many
+        connections its toxicity roll applied it and on how many it did not (read just before removal)."""
+        decisions = self._decisions()
         effect = self.rejoin()
-        return Effect("unshape", self.name, effect.started_at, effect.duration_s, effect.measured, effect.changed)
+        measured = dict(effect.measured)
+        if decisions:
+            measured["toxicity_decisions"] = decisions
+        return Effect("unshape", self.name, effect.started_at, effect.duration_s, measured, effect.changed)
+
+    def _decisions(self) -> dict[str, Any]:
+        if not self.toxics:
+            return {}
+        try:
+            state = self._call("GET", f"/proxies/{self.proxy}")
+        except InjectionFailed:  # the restore that follows reports an unreachable proxy; this is only a count
+            return {}
+        counts = state.get("toxicity_decisions") or {}
+        return {name: counts[name] for name in self.toxics if name in counts}
+
+    def set_seed(self, seed: int) -> None:
+        """Seed the fault proxy's toxicity rolls and jitter (every proxy behind this API), from here on."""
+        self._call("POST", "/seed", {"seed": seed})
