@@ -8,8 +8,10 @@ The config is JSON: {"proxies": [{"name", "listen", "upstream", "kafka_client_id
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import resource
 import signal
 import sys
 import threading
@@ -27,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="seed for toxicity rolls")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _raise_fd_limit()
     try:
         specs = json.loads(args.config.read_text())["proxies"]
         server = ProxyServer(api=args.api, seed=args.seed).start()
@@ -44,6 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     stop.wait()
     server.stop()
     return 0
+
+
+def _raise_fd_limit() -> None:
+    """Two descriptors per proxied connection: take the soft limit up to the hard one (as Go's runtime does
+    for Toxiproxy), so a thousand connections are not refused at the default 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard))
 
 
 if __name__ == "__main__":

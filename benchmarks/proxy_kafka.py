@@ -1,0 +1,130 @@
+"""`bench_proxy --kafka`: produce throughput and ack latency through each proxy vs direct to the broker.
+
+A Kafka client connects where the broker advertises, so each target gets its own Tansu broker (in-memory
+storage, the stack's binary) advertising that target's address: direct, K2's proxy, Toxiproxy. Runs are
+interleaved like the other phases; each run uses fresh producers (acks=all, idempotent, 200 B messages).
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import time
+from typing import Any
+
+from benchmarks.proxy_targets import free_port, wait_listening
+
+MESSAGES = 20_000
+PRODUCERS = (1, 10, 100)
+PAYLOAD = b"x" * 200
+
+
+class Broker:
+    """A Tansu broker on a free port, advertising `advertised` (its own port when None)."""
+
+    def __init__(self, advertised: int | None = None) -> None:
+        from k2.stack import binaries
+
+        self.port = free_port()
+        advertised = advertised or self.port
+        argv = [str(binaries.tansu()), "broker", "--cluster-id", "k2-bench",
+                "--listener-url", f"tcp://127.0.0.1:{self.port}",
+                "--advertised-listener-url", f"tcp://127.0.0.1:{advertised}",
+                "--storage-engine", "memory://tansu/"]  # fmt: skip
+        quiet = subprocess.DEVNULL
+        self.process = subprocess.Popen(argv, stdin=quiet, stdout=quiet, stderr=quiet)
+        wait_listening(("127.0.0.1", self.port))
+
+    def close(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def _topic(bootstrap: str) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic("bench", num_partitions=3, replication_factor=1)])["bench"].result(30)
+
+
+def produce(bootstrap: str, producers: int) -> dict[str, float]:
+    """`MESSAGES` split across `producers` producers, round robin from one thread; msg/s and p99 ack."""
+    from confluent_kafka import Producer
+
+    config = {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
+              "queue.buffering.max.messages": 500_000}  # fmt: skip
+    clients = [Producer(config) for _ in range(producers)]
+    for client in clients:  # connected and with a producer id before the clock starts
+        client.produce("bench", PAYLOAD)
+        assert client.flush(60) == 0
+    latencies: list[float] = []
+    failed: list[Any] = []
+
+    def acked(err: Any, msg: Any, sent: float) -> None:
+        if err is not None:
+            failed.append(err)
+        latencies.append(time.perf_counter() - sent)
+
+    each = MESSAGES // producers
+    started = time.perf_counter()
+    for _ in range(each):
+        for client in clients:
+            while True:
+                try:
+                    sent = time.perf_counter()
+                    client.produce("bench", PAYLOAD, on_delivery=lambda e, m, s=sent: acked(e, m, s))
+                    break
+                except BufferError:
+                    client.poll(0.001)
+            client.poll(0)
+    for client in clients:
+        assert client.flush(120) == 0
+    elapsed = time.perf_counter() - started
+    if failed:
+        raise RuntimeError(f"{len(failed)} produce requests failed, first: {failed[0]}")
+    ordered = sorted(latencies)
+    return {"msgs_per_s": each * producers / elapsed, "p99_ack_ms": ordered[int(0.99 * len(ordered))] * 1000}
+
+
+def produce_phases(targets: list[Any], reps: int) -> dict[str, Any]:
+    brokers: dict[str, tuple[Broker, str]] = {}
+    try:
+        for target in targets:
+            if target.name == "direct":
+                broker = Broker()
+                bootstrap = f"127.0.0.1:{broker.port}"
+            else:
+                listen = free_port()
+                broker = Broker(advertised=listen)
+                target.proxy("kafka", ("127.0.0.1", broker.port), listen=listen)
+                bootstrap = f"127.0.0.1:{listen}"
+            brokers[target.name] = (broker, bootstrap)
+            _topic(bootstrap)
+        raw: dict[int, dict[str, list[dict[str, float]]]] = {n: {} for n in PRODUCERS}
+        for rep in range(reps):
+            order = targets if rep % 2 == 0 else list(reversed(targets))
+            for n in PRODUCERS:
+                for target in order:
+                    raw[n].setdefault(target.name, []).append(produce(brokers[target.name][1], n))
+            print(f"kafka repetition {rep + 1}/{reps} done", flush=True)
+    finally:
+        for broker, _ in brokers.values():
+            broker.close()
+    return {
+        str(n): {
+            t: {
+                key: {
+                    "median": round(statistics.median(r[key] for r in runs), 1),
+                    "min": round(min(r[key] for r in runs), 1),
+                    "max": round(max(r[key] for r in runs), 1),
+                }
+                for key in ("msgs_per_s", "p99_ack_ms")
+            }
+            for t, runs in by_target.items()
+        }
+        for n, by_target in raw.items()
+    }
