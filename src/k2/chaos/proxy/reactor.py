@@ -40,6 +40,7 @@ __all__ = ["Reactor", "Timer", "Watch", "shared"]
 T = TypeVar("T")
 READ, WRITE, EDGE = select.EPOLLIN, select.EPOLLOUT, select.EPOLLET
 _ALERT = select.EPOLLERR | select.EPOLLHUP
+_READABLE, _WRITABLE = READ | _ALERT, WRITE | _ALERT
 _CALL_TIMEOUT = 30.0  # a loop that does not answer a control call within this is wedged: say so
 _PR_SET_TIMERSLACK = 29
 _COARSE = 0.002  # timers further away than this are waited for with epoll's millisecond timeout first
@@ -93,14 +94,6 @@ class Watch:
             return
         self._reactor._update(self, self._mask, mask)
         self._mask = mask
-
-    @property
-    def reading(self) -> bool:
-        return bool(self._mask & READ)
-
-    @property
-    def writing(self) -> bool:
-        return bool(self._mask & WRITE)
 
     def close(self) -> None:
         """Stop watching (call before closing the socket)."""
@@ -196,7 +189,7 @@ class Reactor:
         while not self._stopping:
             # Control calls first: a fault asked for while data flows takes effect before more data moves.
             for _ in range(len(calls)):
-                self._guard(calls.popleft(), None)
+                self._guard(calls.popleft())
             while timers and timers[0][2].callback is None:  # cancelled: drop, so an idle loop sleeps
                 heapq.heappop(timers)
             if calls:
@@ -213,36 +206,42 @@ class Reactor:
             else:
                 events = epoll.poll()
             for fd, mask in events:
-                if fd == self._wake_r:
-                    with contextlib.suppress(BlockingIOError):
-                        os.read(self._wake_r, 4096)
-                    continue
                 watch = watches.get(fd)
                 if watch is None:
+                    if fd == self._wake_r:
+                        with contextlib.suppress(BlockingIOError):
+                            os.read(self._wake_r, 4096)
                     continue
-                if mask & (READ | _ALERT) and watch.reading and watch.on_read is not None:
-                    self._guard(watch.on_read, watch)
-                if mask & (WRITE | _ALERT) and watch.writing and watch.on_write is not None:
-                    self._guard(watch.on_write, watch)
+                try:
+                    if mask & _READABLE and watch._mask & READ and watch.on_read is not None:
+                        watch.on_read()
+                    if mask & _WRITABLE and watch._mask & WRITE and watch.on_write is not None:
+                        watch.on_write()
+                except Exception as exc:  # a bug in one connection must not stop every other one
+                    self._failed(watch, exc)
             if timers:
                 now = time.monotonic()
                 while timers and timers[0][0] <= now:
                     timer = heapq.heappop(timers)[2]
                     callback, timer.callback = timer.callback, None
                     if callback is not None:
-                        self._guard(callback, None)
+                        self._guard(callback)
 
     @staticmethod
-    def _guard(fn: Callable[[], None], watch: Watch | None) -> None:
+    def _guard(fn: Callable[[], None]) -> None:
         try:
             fn()
-        except Exception as exc:  # a bug in one connection must not stop every other one
+        except Exception:  # a bug in one timer or call must not stop the loop
             log.exception("proxy loop: callback %r failed", fn)
-            if watch is not None and watch.on_error is not None:
-                try:
-                    watch.on_error(exc)
-                except Exception:
-                    log.exception("proxy loop: error handler failed")
+
+    @staticmethod
+    def _failed(watch: Watch, exc: Exception) -> None:
+        log.error("proxy loop: a socket callback failed", exc_info=exc)
+        if watch.on_error is not None:
+            try:
+                watch.on_error(exc)
+            except Exception:
+                log.exception("proxy loop: error handler failed")
 
 
 def _tighten_timer_slack() -> None:
