@@ -6,13 +6,13 @@ Everything here is Linux-first (the only platform K2 runs on) with portable fall
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
+import functools
 import logging
 import re
 import socket
 import struct
 import sys
+from typing import Any
 
 from k2.chaos.errors import InvalidFault, UnsafeTarget
 
@@ -113,18 +113,19 @@ def tune(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def _load_connect() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+@functools.cache
+def _load_connect() -> Any:
+    """libc's connect(), loaded on the first reset (ctypes costs the proxy daemon ~4 MiB of memory)."""
     if not sys.platform.startswith("linux"):
         return None
+    import ctypes
+    import ctypes.util
+
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        return libc.connect
+        return libc.connect, (ctypes.c_ubyte * 16)()  # and a sockaddr whose family is AF_UNSPEC (0)
     except (OSError, AttributeError):  # pragma: no cover - exotic libc
         return None
-
-
-_connect = _load_connect()
-_UNSPEC = (ctypes.c_ubyte * 16)()  # a sockaddr whose family is AF_UNSPEC (0)
 
 
 def reset(sock: socket.socket) -> None:
@@ -139,7 +140,8 @@ def reset(sock: socket.socket) -> None:
     fd = sock.fileno()
     if fd < 0:
         return
-    if _connect is not None and _connect(fd, _UNSPEC, 16) == 0:
+    loaded = _load_connect()
+    if loaded is not None and loaded[0](fd, loaded[1], 16) == 0:
         return
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RD)
