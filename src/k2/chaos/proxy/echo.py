@@ -30,6 +30,7 @@ class _Conn:
         self.watch.set(read=True)
 
     def readable(self) -> None:
+        data: bytes | memoryview
         try:
             if self.server.mode == "echo":
                 data = self.sock.recv(_READ_SIZE)

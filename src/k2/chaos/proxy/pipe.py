@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
+import functools
 import math
 import os
 import random
@@ -39,8 +39,6 @@ from k2.chaos.proxy.toxic import Chunk, Stream, Toxic, Wait
 
 if TYPE_CHECKING:
     from k2.chaos.proxy.link import Link
-
-log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 1 << 20  # bytes queued for a stalled chain before the source is no longer read
 READ_SIZE = 1 << 20  # one read; the loop shares one buffer of this size between every connection
@@ -162,7 +160,7 @@ class Pipe:
             if binding.timer is None and binding.alive:
                 at = binding.toxic.deadline(binding)
                 if at is not None:
-                    binding.timer = self.link.reactor.at(at, lambda b=binding: self._deadline(b))
+                    binding.timer = self.link.reactor.at(at, functools.partial(self._deadline, binding))
         parked = self._parked
         if parked is not None and parked.binding is not None and not parked.binding.alive:
             self._resume(parked, False)

@@ -11,13 +11,13 @@ from typing import Any, TypeVar
 
 from k2.chaos.errors import InvalidFault
 from k2.chaos.proxy import _net
+from k2.chaos.proxy.chains import Decisions, rebuild
 from k2.chaos.proxy.classify import Classifier
 from k2.chaos.proxy.clients import DEFAULT_LABEL, Clients
 from k2.chaos.proxy.errors import AlreadyExists, NotFound
 from k2.chaos.proxy.link import Link
 from k2.chaos.proxy.listener import Listener
 from k2.chaos.proxy.partition import Partition
-from k2.chaos.proxy.pipe import Binding, Pipe
 from k2.chaos.proxy.reactor import Reactor, shared
 from k2.chaos.proxy.toxic import Stream, Toxic, create_toxic
 
@@ -68,7 +68,7 @@ class Proxy:
         self._changed = threading.Condition()  # notified when the number of open connections changes
         self._clients = Clients(name, self.reactor, self._accept)
         self._toxics: list[Toxic] = []
-        self._decisions: dict[str, list[int]] = {}  # toxic name -> [connections applied, skipped]
+        self._decisions = Decisions()
         self._links: set[Link] = set()
         self._partitions: list[Partition] = []
         self._partition_seq = 0
@@ -226,7 +226,7 @@ class Proxy:
                 )
             self._clients.check(toxic.clients)
             self._toxics.append(toxic)
-            self._decisions[toxic.name] = [0, 0]
+            self._decisions.start(toxic.name)
             self._refresh_all()
 
         self._in_loop(install)
@@ -253,7 +253,7 @@ class Proxy:
 
         def remove() -> None:
             del self._toxics[self._index(name)]
-            self._decisions.pop(name, None)
+            self._decisions.forget(name)
             self._refresh_all(removed={name})
 
         self._in_loop(remove)
@@ -267,7 +267,7 @@ class Proxy:
 
     def decisions(self) -> dict[str, dict[str, int]]:
         """Per toxic: on how many connections its toxicity roll applied it, and on how many it did not."""
-        return self._in_loop(lambda: {n: {"applied": a, "skipped": s} for n, (a, s) in self._decisions.items()})
+        return self._in_loop(self._decisions.view)
 
     def set_seed(self, seed: int) -> None:
         """Replay from here: new random streams from `seed`, connections numbered again from 1."""
@@ -373,44 +373,10 @@ class Proxy:
             self._refresh(link, removed or set())
 
     def _refresh(self, link: Link, removed: set[str] | None = None) -> None:
-        """Recompute both chains of `link` from the toxics, keeping the bindings (and state) of those that stay.
-
-        Toxicity is rolled per toxic per connection, from that pair's own random stream, so the roll is
-        the same on every rebuild and in every run with the same seed and connection order.
-        """
-        if link.closing:
-            return
-        names = {t.name for t in self._toxics}
-        for stream in Stream:
-            pipe = link.pipe(stream)
-            for gone in [n for n in pipe.decided if n not in names]:
-                del pipe.decided[gone]
-            old = {id(b.toxic): b for b in pipe.chain}
-            chain: list[Binding] = []
-            for toxic in self._toxics:
-                if toxic.stream is not stream or not toxic.applies_to(link.label):
-                    continue
-                binding = old.get(id(toxic))
-                if binding is None:
-                    rng = random.Random(f"{self.seed}:{self.name}:{toxic.name}:{link.seq - self._seq_at_seed}")
-                    applied = rng.random() < toxic.toxicity
-                    self._decide(pipe, toxic.name, applied)
-                    if not applied:
-                        continue  # this connection is spared: it keeps the fast path
-                    binding = Binding(pipe, toxic, rng)
-                chain.append(binding)
-            pipe.set_chain(tuple(chain), removed or set())
-
-    def _decide(self, pipe: Pipe, name: str, applied: bool) -> None:
-        """Count a toxicity roll; an update that changes the toxicity re-rolls and moves the count."""
-        counts = self._decisions.setdefault(name, [0, 0])
-        previous = pipe.decided.get(name)
-        if previous is applied:
-            return
-        if previous is not None:
-            counts[0 if previous else 1] -= 1
-        counts[0 if applied else 1] += 1
-        pipe.decided[name] = applied
+        """Both chains of `link` from the toxics (see `chains`: the seeded, counted toxicity rolls)."""
+        if not link.closing:
+            number = link.seq - self._seq_at_seed
+            rebuild(link, self._toxics, f"{self.seed}:{self.name}", number, removed, self._decisions)
 
     @property
     def connections(self) -> int:
@@ -464,7 +430,7 @@ class Proxy:
                 "upstream": _net.format_address(self.upstream),
                 "enabled": self._enabled,
                 "toxics": [t.to_json() for t in self._toxics],
-                "toxicity_decisions": {n: {"applied": a, "skipped": s} for n, (a, s) in self._decisions.items()},
+                "toxicity_decisions": self._decisions.view(),
             }
 
         return self._in_loop(view)
