@@ -7,7 +7,7 @@ machine hits them alike; each figure is the median over repetitions with its spr
 machine's load average is recorded before and after.
 
     .venv/bin/python -m benchmarks.bench_proxy [--toxiproxy PATH] [--reps 5] [--kafka]
-    .venv/bin/python -m benchmarks.bench_proxy --table     # README's table from the last results
+    .venv/bin/python -m benchmarks.bench_proxy --readme    # README's table from the last results
 
 Writes benchmarks/results/proxy.json.
 """
@@ -232,15 +232,19 @@ def main() -> None:
     parser.add_argument("--jitter-count", type=int, default=100)
     parser.add_argument("--kafka", action="store_true", help="also the produce phases through a Kafka broker")
     parser.add_argument("--table", action="store_true", help="print README's table from the last results")
+    parser.add_argument("--readme", action="store_true", help="rewrite README's table from the last results")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve()
         return
-    if args.table:
-        from benchmarks.proxy_table import render
+    if args.table or args.readme:
+        from benchmarks.proxy_table import render, update_readme
 
-        print(render(json.loads(RESULTS.read_text())))
+        doc = json.loads(RESULTS.read_text())
+        if args.readme:
+            update_readme(RESULTS.parents[2] / "README.md", doc)
+        print(render(doc))
         return
 
     load_before = os.getloadavg()
@@ -282,7 +286,7 @@ def main() -> None:
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
         },
         "toxiproxy": _toxiproxy_version(args.toxiproxy),
-        "params": {k: v for k, v in vars(args).items() if k not in ("serve", "table")},
+        "params": {k: v for k, v in vars(args).items() if k not in ("serve", "table", "readme")},
         **result,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
