@@ -76,8 +76,11 @@ def render(doc: dict[str, Any]) -> str:
     )
     lat = doc["latency_100ms"]
     row(
-        "latency toxic 100 ms: round trip p50 / p99 (ms)",
-        {t: f"{_fig(lat[t]['p50_ms'], '', 2)} / {_fig(lat[t]['p99_ms'], '', 2)}" for t in lat},
+        "latency toxic 100 ms: round trip p50 / p99 (ms); p50 late by (µs, beyond the direct round trip)",
+        {
+            t: f"{_fig(v['p50_ms'], '', 2)} / {_fig(v['p99_ms'], '', 2)}; {_fig(v['excess_p50_us'])}"
+            for t, v in lat.items()
+        },
     )
     jit = doc["jitter_100ms_pm50"]
     row(
@@ -89,8 +92,11 @@ def render(doc: dict[str, Any]) -> str:
     rss = doc["rss_mib"]
     hold = p["hold"]
     row(
-        f"RSS idle / with {hold} connections (MiB)",
-        {t: f"{rss[t]['idle']} / {_fig(rss[t][f'with_{hold}_connections'], '', 1)}" for t in rss},
+        f"RSS idle / with {hold} connections (MiB) / per connection (KiB)",
+        {
+            t: f"{v['idle']} / {_fig(v[f'with_{hold}_connections'], '', 1)} / {_fig(v['per_connection_kib'])}"
+            for t, v in rss.items()
+        },
     )
     kafka = doc.get("kafka_produce")
     if kafka:
