@@ -1,6 +1,6 @@
 """Which toxics run on a connection: each toxic's toxicity roll, from the connection's own random stream.
 
-Every toxic on every connection gets a stream of its own, `random.Random(f"{seed}:{proxy}:{toxic}:{n}")`
+Every toxic on every connection gets a stream of its own, `k2.chaos.seeds.rng_for(seed, f"{proxy}:{toxic}:{n}")`
 (n: the connection's number since the seed was set): its first draw is the toxicity roll and the toxic
 draws its jitter or slice sizes from the rest. So the same seed and the same connection order make the
 same choices whatever else runs, and a rebuild (another toxic added) rolls the same again. The rolls are
@@ -9,12 +9,12 @@ counted per toxic, for the API and the report.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from k2.chaos.proxy.pipe import Binding, Pipe
 from k2.chaos.proxy.toxic import Stream, Toxic
+from k2.chaos.seeds import rng_for
 
 if TYPE_CHECKING:
     from k2.chaos.proxy.link import Link
@@ -51,7 +51,7 @@ class Decisions:
 
 
 def rebuild(
-    link: Link, toxics: Sequence[Toxic], stream_seed: str, number: int, removed: set[str] | None, decisions: Decisions
+    link: Link, toxics: Sequence[Toxic], seed: int, number: int, removed: set[str] | None, decisions: Decisions
 ) -> None:
     """Recompute both chains of `link`, keeping the bindings (and their state) of the toxics that stay.
 
@@ -69,7 +69,7 @@ def rebuild(
                 continue
             binding = old.get(id(toxic))
             if binding is None:
-                rng = random.Random(f"{stream_seed}:{toxic.name}:{number}")
+                rng = rng_for(seed, f"{link.proxy.name}:{toxic.name}:{number}")
                 applied = rng.random() < toxic.toxicity
                 decisions.record(pipe, toxic.name, applied)
                 if not applied:

@@ -376,7 +376,7 @@ class Proxy:
         """Both chains of `link` from the toxics (see `chains`: the seeded, counted toxicity rolls)."""
         if not link.closing:
             number = link.seq - self._seq_at_seed
-            rebuild(link, self._toxics, f"{self.seed}:{self.name}", number, removed, self._decisions)
+            rebuild(link, self._toxics, self.seed, number, removed, self._decisions)
 
     @property
     def connections(self) -> int:
