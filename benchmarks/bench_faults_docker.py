@@ -114,7 +114,7 @@ def main() -> None:
 
         def isolate() -> Effect:
             effect = target.isolate()
-            disconnects.append(effect.measured["disconnect_s"])
+            disconnects.append(effect.detail["disconnect_s"])
             return effect
 
         results["isolate_rejoin"] = cycle(isolate, target.rejoin, ISOLATE_TRIALS)

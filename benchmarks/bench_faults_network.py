@@ -12,7 +12,7 @@ from typing import Any
 
 from benchmarks.common import fresh_dir, summary, write
 from k2.stack import LocalStack
-from k2.stack.targets import health_probes, proxy_targets
+from k2.testing.targets import health_probes, proxy_targets
 
 TRIALS = 50
 

@@ -221,6 +221,36 @@ def cmd_chaos_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chaos_inject(args: argparse.Namespace) -> int:
+    """One fault, ad hoc: inject, print the effect, hold, restore, print the restore's effect."""
+    from k2.chaos.units import parse_duration
+    from k2.testing.inject import build_spec, inject_and_hold
+
+    duration = None if args.duration is None else parse_duration(args.duration, what="--for", allow_zero=False)
+    spec = build_spec(args.kind, args.service, args.param or [], duration)
+    stack = _stack(args)
+    stack.state()  # a stack must be running there: refused with the remedy otherwise
+    hold = f"for {spec.duration_s:g}s" if spec.duration_s is not None else "until Ctrl-C"
+    return inject_and_hold(
+        stack,
+        spec,
+        say=lambda line: out.print(line, highlight=False, soft_wrap=True),
+        on_injected=lambda: console.print(f"holding {hold} (Ctrl-C restores now)"),
+    )
+
+
+def cmd_chaos_list(args: argparse.Namespace) -> int:
+    """The catalogue: fault kinds, their parameters, and which backend supports each."""
+    from k2.chaos.faults.listing import catalogue_json, catalogue_tables
+
+    if args.json:
+        out.print_json(data=catalogue_json())
+        return 0
+    for table in catalogue_tables():
+        out.print(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="k2", description="K2 chaos testing framework and its platform")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -276,6 +306,17 @@ def build_parser() -> argparse.ArgumentParser:
     crun.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
     with_backend(crun)
     crun.set_defaults(func=cmd_chaos_run)
+    inject = with_data_dir(chaos.add_parser("inject", help="inject one fault on a running stack, hold, restore"))
+    inject.add_argument("kind", help="a fault kind (`k2 chaos list` shows them), e.g. service_failure")
+    inject.add_argument("service", help="a service of the stack, e.g. kafka")
+    inject.add_argument("--param", action="append", metavar="NAME=VALUE", help="a parameter of the kind")
+    inject.add_argument("--for", dest="duration", default=None, help="how long, e.g. 5s or 2m (default: the "
+                        "kind's; none: until Ctrl-C)")  # fmt: skip
+    with_backend(inject)
+    inject.set_defaults(func=cmd_chaos_inject)
+    listing = chaos.add_parser("list", help="the fault kinds, their parameters and which backend supports each")
+    listing.add_argument("--json", action="store_true", help="as JSON")
+    listing.set_defaults(func=cmd_chaos_list)
     chalt = with_data_dir(chaos.add_parser("halt", help="restore every active fault now and stop the run"))
     chalt.add_argument("--journal", type=Path, default=None)
     chalt.set_defaults(func=cmd_chaos_halt)

@@ -280,9 +280,11 @@ def _reorders(ops: dict[str, Op], source: str, items: list[Observed]) -> list[Re
             if record.key in keys_seen:
                 continue  # a duplicate, reported as such
             keys_seen.add(record.key)
-            if highest is not None and record.seq < highest.seq:
-                found.append(Reorder(source, group, record.key, record.seq, highest.key, highest.seq, record.position))
-            elif highest is None or record.seq > highest.seq:
+            seq = record.seq
+            assert seq is not None  # records without a sequence were left out above
+            if highest is not None and highest.seq is not None and seq < highest.seq:
+                found.append(Reorder(source, group, record.key, seq, highest.key, highest.seq, record.position))
+            elif highest is None or highest.seq is None or seq > highest.seq:
                 highest = record
     return found
 

@@ -25,7 +25,17 @@ class RestoreFailed(ChaosError):
 
 
 class Unsupported(ChaosError):
-    """The backend cannot perform this primitive here; the message says what would make it work."""
+    """The backend cannot perform this primitive here; the message says what would make it work.
+
+    `capability` names what was asked for, `service` where, and `route` the way that would work (e.g. the
+    fault proxy for network faults on a backend that cannot shape traffic), when there is one.
+    """
+
+    def __init__(
+        self, message: str, *, capability: str | None = None, service: str | None = None, route: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.capability, self.service, self.route = capability, service, route
 
 
 class UnsafeTarget(ChaosError):

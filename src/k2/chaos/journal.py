@@ -19,13 +19,15 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from k2.chaos.effects import Effect
 from k2.chaos.errors import ChaosError, InvalidFault, RestoreFailed
-from k2.chaos.targets import INVERSES, Effect, Target, target_from_description
+from k2.chaos.targets import INVERSES, Target, target_from_description
 from k2.chaos.targets.base import wait_until
 from k2.chaos.targets.process import proc_stat
 
@@ -327,13 +329,16 @@ class Journal:
         self.activate(entry_id, effect, target)
         return entry_id, effect
 
-    def restore(self, entry_id: str, target: Target | None = None, **options: Any) -> Effect:
-        """Call the entry's inverse (on `target`, else one rebuilt from the journal) and mark it restored."""
+    def restore(
+        self, entry_id: str, target: Target | None = None, *, undo: Callable[[Target], Effect] | None = None
+    ) -> Effect:
+        """Undo the entry (on `target`, else one rebuilt from the journal) and mark it restored: with `undo`
+        (the live fault's own inverse, with its probe), else by calling the entry's inverse by name."""
         entry = self._entries[entry_id]
         if target is None:
             target = target_from_description(entry.target)
         try:
-            effect: Effect = getattr(target, entry.inverse)(**options)
+            effect: Effect = undo(target) if undo is not None else getattr(target, entry.inverse)()
         except BaseException as exc:
             self.note_error(entry_id, "restore", exc)
             raise

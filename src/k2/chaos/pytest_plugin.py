@@ -1,6 +1,7 @@
-"""The pytest plugin: the seed's markers and chaos fixtures, the run's state, and a timeout per scenario
-(k2.chaos.pytest_verdict judges each scenario and writes the reports). K2's `pytest11` entry point composes
-them (k2.scenarios.plugin); nothing starts unless a test asks for a chaos fixture.
+"""The chaos plugin: the seed's markers and options, the run's state, the ledger and checker fixtures, and a
+timeout per scenario (k2.chaos.pytest_verdict judges each scenario and writes the reports). It knows no
+stack: K2's `pytest11` entry point, k2.testing.pytest_plugin, composes it with the stack, the session and
+the seed's fault fixtures; nothing starts unless a test asks for a chaos fixture.
 """
 
 from __future__ import annotations
@@ -18,19 +19,10 @@ from typing import Any
 import pytest
 
 from k2.chaos.checker import CheckResult, Observed, check
-from k2.chaos.faults import (
-    Fault,
-    Terminated,
-    clock_skew,
-    inject_latency,
-    network_partition,
-    resource_limit,
-    service_failure,
-)
+from k2.chaos.faults import Terminated
 from k2.chaos.ledger import Ledger
 from k2.chaos.outcome import Outcome
 from k2.chaos.seeds import Draws, new_seed, rng_for
-from k2.chaos.session import ChaosSession
 
 MARKERS = {
     "chaos": "a chaos scenario: destructive, injects faults into the stack",
@@ -137,7 +129,7 @@ def _scenario(item: pytest.Item) -> ScenarioState | None:
     return item.config.stash[RUN].scenarios.get(item.nodeid)
 
 
-def _state(request: pytest.FixtureRequest) -> ScenarioState:
+def scenario_state(request: pytest.FixtureRequest) -> ScenarioState:
     return _run(request).scenarios.setdefault(request.node.nodeid, ScenarioState())
 
 
@@ -147,59 +139,6 @@ def scenario_key(item: pytest.Item) -> str:
     function = getattr(item, "function", None)
     module = getattr(function, "__module__", None) or item.nodeid.split("::", 1)[0]
     return f"{module}::{item.nodeid.split('::', 1)[-1]}"
-
-
-# ---- the stack and the session ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def k2_stack(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """The stack for the whole run (one start, many scenarios), on the backend --chaos-backend names."""
-    from k2.stack import binaries, open_stack
-
-    run = _run(request)
-    root = None
-    data_dir = run.data_dir
-    if data_dir is None:
-        root = Path(tempfile.mkdtemp(prefix="k2-chaos-"))
-        data_dir = root / "stack"
-    stack = open_stack(data_dir, backend=run.backend, project=run.project)
-    stack.up()
-    run.versions = binaries.versions()
-    try:
-        yield stack
-    finally:
-        if not run.keep_stack:
-            stack.down(purge=root is not None)
-
-
-@pytest.fixture(scope="session")
-def chaos_session(k2_stack: Any, request: pytest.FixtureRequest) -> Iterator[ChaosSession]:
-    """One journaled session for the run; faults a killed earlier run left behind are recovered first."""
-    with k2_stack.chaos_session(seed=_run(request).seed, recover=True) as session:
-        yield session
-
-
-@pytest.fixture(autouse=True)
-def _chaos_scenario(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Around each chaos scenario: heal the stack first, and restore every fault afterwards, whatever happened."""
-    if request.node.get_closest_marker("chaos") is None:
-        yield
-        return
-    state = _state(request)  # first: a stack that cannot come up is this scenario's CRASH, not a silent gap
-    state.started_at = time.time()
-    session: ChaosSession = request.getfixturevalue("chaos_session")
-    stack = request.getfixturevalue("k2_stack")
-    stack.up()  # a service an earlier scenario left down (or that crashed) comes back with its data
-    state.first_fault, state.started_at = len(session.records), time.time()
-    try:
-        yield
-    finally:
-        session.halt()
-        journal = session.require_journal()
-        if journal.pending():
-            journal.recover()
-        state.faults = session.records[state.first_fault :]
 
 
 @pytest.fixture
@@ -218,7 +157,7 @@ def chaos_rng(request: pytest.FixtureRequest) -> random.Random:
 def chaos_draws(request: pytest.FixtureRequest) -> Draws:
     """The scenario's decisions that shape its faults (a duration, when to inject, a parameter), drawn from
     the run's seed by name and written to the report's fault schedule: `chaos_draws.uniform("pause_s", 2, 4)`."""
-    state = _state(request)
+    state = scenario_state(request)
     state.draws = Draws(_run(request).seed, f"faults:{scenario_key(request.node)}")
     return state.draws
 
@@ -226,7 +165,7 @@ def chaos_draws(request: pytest.FixtureRequest) -> Draws:
 @pytest.fixture
 def chaos_ledger(request: pytest.FixtureRequest) -> Ledger:
     """Every operation the scenario's clients performed; feed it with a producer's outcome observer."""
-    state = _state(request)
+    state = scenario_state(request)
     state.ledger = Ledger(name=request.node.name)
     return state.ledger
 
@@ -234,7 +173,7 @@ def chaos_ledger(request: pytest.FixtureRequest) -> Ledger:
 @pytest.fixture
 def chaos_check(chaos_ledger: Ledger, request: pytest.FixtureRequest) -> Callable[..., CheckResult]:
     """check(observed, sources=..., ordered=...) -> CheckResult; fails the scenario on lost or duplicated data."""
-    state = _state(request)
+    state = scenario_state(request)
 
     def run_check(observed: list[Observed], **options: Any) -> CheckResult:
         result = check(chaos_ledger, observed, name=request.node.name, **options)
@@ -243,79 +182,6 @@ def chaos_check(chaos_ledger: Ledger, request: pytest.FixtureRequest) -> Callabl
         return result
 
     return run_check
-
-
-# ---- the seed's fixtures: each returns a factory with the seed's call shape ---------------------------
-
-
-@pytest.fixture
-def chaos_kafka_failure(chaos_session: ChaosSession) -> Callable[..., Fault]:
-    def make(duration_seconds: float | None = 5, mode: str = "stop") -> Fault:
-        return service_failure("kafka", duration_seconds, mode, session=chaos_session)
-
-    return make
-
-
-@pytest.fixture
-def chaos_schema_registry_failure(chaos_session: ChaosSession) -> Callable[..., Fault]:
-    def make(duration_seconds: float | None = 5, mode: str = "stop") -> Fault:
-        return service_failure("schema-registry", duration_seconds, mode, session=chaos_session)
-
-    return make
-
-
-@pytest.fixture
-def chaos_minio_failure(chaos_session: ChaosSession) -> Callable[..., Fault]:
-    """The seed's MinIO is the stack's `s3` service."""
-
-    def make(duration_seconds: float | None = 5, mode: str = "pause") -> Fault:
-        return service_failure("s3", duration_seconds, mode, session=chaos_session)
-
-    return make
-
-
-@pytest.fixture
-def chaos_network_partition(chaos_session: ChaosSession) -> Callable[..., Fault]:
-    def make(duration_seconds: float | None = 10, target: str = "kafka", **options: Any) -> Fault:
-        return network_partition(target, duration_seconds, session=chaos_session, **options)
-
-    return make
-
-
-@pytest.fixture
-def chaos_kafka_resource_limit(chaos_session: ChaosSession) -> Callable[..., Fault]:
-    def make(cpu_quota: int | None = 50000, mem_limit: str | None = "512m", **options: Any) -> Fault:
-        return resource_limit("kafka", cpu_quota, mem_limit, session=chaos_session, **options)
-
-    return make
-
-
-@pytest.fixture
-def chaos_kafka_latency(chaos_session: ChaosSession) -> Callable[..., Fault]:
-    def make(latency_ms: int = 100, jitter_ms: int = 20, **options: Any) -> Fault:
-        return inject_latency("kafka", latency_ms, jitter_ms, session=chaos_session, **options)
-
-    return make
-
-
-@pytest.fixture
-def chaos_api_failure(chaos_session: ChaosSession) -> Callable[..., Fault]:
-    """The query API service (`api`) stopped, paused or killed."""
-
-    def make(duration_seconds: float | None = 5, mode: str = "pause") -> Fault:
-        return service_failure("api", duration_seconds, mode, session=chaos_session)
-
-    return make
-
-
-@pytest.fixture
-def chaos_clock_skew(chaos_session: ChaosSession) -> Callable[..., Fault]:
-    """clock_skew(target, offset_seconds | jump_to): a service's or a clock domain's wall clock moved."""
-
-    def make(target: str, offset_seconds: float | None = None, jump_to: Any = None, **options: Any) -> Fault:
-        return clock_skew(target, offset_seconds, jump_to, session=chaos_session, **options)
-
-    return make
 
 
 # ---- timeout, outcome, reports -----------------------------------------------------------------------

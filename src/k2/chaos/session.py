@@ -1,77 +1,99 @@
-"""A chaos session: the declared targets, the journal and its watchdog, the seed, and what happened.
+"""A chaos session: the declared services and which target provides each capability, the journal and its
+watchdog, the seed, and what happened.
 
-Faults resolve their target through the session, so nothing outside the declared stack can be
-touched, and every injection goes through the session's journal, so a fault never outlives the run.
+Faults reach a service only through the session, so nothing outside the declared stack can be touched,
+and every injection goes through the session's journal, so a fault never outlives the run.
+
+    session = ChaosSession([ServiceTargets("kafka", process_target, proxy_target, probe=kafka_probe)], journal)
+    with session:
+        with session.inject(ServiceFailure(target="kafka", duration_s=5, mode="pause")) as fault:
+            ...
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from k2.chaos.errors import ChaosError, UnsafeTarget
+from k2.chaos.errors import ChaosError, InvalidFault, UnsafeTarget, Unsupported
+from k2.chaos.faults import context
+from k2.chaos.faults.injection import FaultRecord, Injection
+from k2.chaos.faults.spec import FaultSpec
 from k2.chaos.journal import Journal
 from k2.chaos.seeds import new_seed, seed_for
-from k2.chaos.targets import Probe, Target
+from k2.chaos.targets.base import Target
+from k2.chaos.targets.capabilities import PROTOCOLS, ROUTES, Capability, Probe
 from k2.chaos.watchdog import Watchdog
 
-if TYPE_CHECKING:
-    from k2.chaos.faults.base import Fault
+__all__ = ["ChaosSession", "FaultRecord", "ServiceTargets"]
 
 log = logging.getLogger(__name__)
-_current: list[ChaosSession] = []
 
 
-@dataclass
-class FaultRecord:
-    """One fault as it happened: for reports and for the checker's timeline."""
+class ServiceTargets:
+    """One service of the declared stack: the targets that act on it and its health probe.
 
-    kind: str
-    target: str
-    params: dict[str, Any]
-    duration_s: float | None
-    journal_id: str | None = None
-    injected_at: float | None = None  # wall clock
-    restored_at: float | None = None
-    effect: dict[str, Any] = field(default_factory=dict)
-    restore_effect: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    primitive: str | None = None  # the target primitive that injected it (e.g. pause, kill): its mode
+    Each capability is provided by the first target given that has it, so the order says which backend
+    serves what: `ServiceTargets("kafka", proxy, container)` sends network faults through the fault proxy
+    and everything else to the container.
+    """
+
+    def __init__(self, name: str, *targets: Target, probe: Probe | None = None) -> None:
+        self.name, self.targets, self.probe = name, targets, probe
+        self.providers: dict[Capability, Target] = {}
+        for target in targets:
+            for capability in sorted(getattr(target, "capabilities", ())):
+                if not isinstance(target, PROTOCOLS[capability]):
+                    raise InvalidFault(
+                        f"{name}: {target!r} claims the {capability} capability but lacks its primitives "
+                        f"({PROTOCOLS[capability].__name__}): declare only what the backend implements"
+                    )
+                self.providers.setdefault(capability, target)
+
+    def __repr__(self) -> str:
+        return f"ServiceTargets({self.name!r}, {', '.join(f'{c}={t!r}' for c, t in self.providers.items())})"
+
+    def provider(self, capability: Capability) -> Target:
+        """The target providing `capability`, or `Unsupported` naming the route that would work."""
+        target = self.providers.get(capability)
+        if target is None:
+            have = ", ".join(sorted(self.providers)) or "none"
+            raise Unsupported(
+                f"{self.name}: no declared target can {capability} it (it has: {have}); {ROUTES[capability]}",
+                capability=capability.value,
+                service=self.name,
+                route=ROUTES[capability],
+            )
+        return target
+
+    def declares(self, target: Target) -> bool:
+        """`target` is one of this service's declared targets (the same object, or the same kind and name)."""
+        return any(t is target or (t.kind == target.kind and t.name == target.name) for t in self.targets)
 
 
 class ChaosSession:
-    """Open with `with`: takes the journal (refusing to start while an earlier run left faults
-    pending, unless recover=True), starts the watchdog, and on exit restores whatever is still active."""
+    """Open with `with`: takes the journal (refusing to start while an earlier run left faults pending,
+    unless recover=True), starts the watchdog, and on exit restores whatever is still active."""
 
     def __init__(
         self,
-        targets: Mapping[str, Target],
+        services: Iterable[ServiceTargets] | Mapping[str, ServiceTargets],
         journal_path: str | Path,
         *,
-        probes: Mapping[str, Probe] | None = None,
-        network: Mapping[str, Target] | None = None,
-        disks: Mapping[str, Target] | None = None,
-        clocks: Mapping[str, Target] | None = None,
-        clock_probes: Mapping[str, Any] | None = None,
         seed: int | None = None,
         recover: bool = False,
         watchdog: bool = True,
     ) -> None:
-        self.targets = dict(targets)
-        # The same services as reached over the network (their fault proxies), for network faults.
-        self.network = dict(network or {})
-        # The filesystems the services keep their data on, for disk faults.
-        self.disks = dict(disks or {})
-        # The services' wall clocks (libfaketime domains), and how to read each service's own clock.
-        self.clocks = dict(clocks or {})
-        self.clock_probes = dict(clock_probes or {})
-        self.probes = dict(probes or {})
+        declared = services.values() if isinstance(services, Mapping) else services
+        self.services: dict[str, ServiceTargets] = {}
+        for service in declared:
+            if service.name in self.services:
+                raise InvalidFault(f"service {service.name!r} is declared twice; declare each service once")
+            self.services[service.name] = service
         self.journal_path = Path(journal_path)
         # The run's seed; a component that needs randomness derives its own stream (k2.chaos.seeds.rng_for).
         self.seed = seed if seed is not None else new_seed()
@@ -80,7 +102,7 @@ class ChaosSession:
         self.records: list[FaultRecord] = []
         self._recover = recover
         self._use_watchdog = watchdog
-        self._active: list[Fault] = []
+        self._active: list[Injection] = []
         self._lock = threading.RLock()
         self.journal: Journal | None = None
         self.watchdog: Watchdog | None = None
@@ -94,14 +116,13 @@ class ChaosSession:
                 for entry in self.journal.recover():
                     log.warning("recovered a fault left by an earlier run: %s", entry.summary())
             if self._use_watchdog:
-                facets = (self.targets, self.network, self.disks, self.clocks)
-                kinds = {t.kind for facet in facets for t in facet.values()}
+                kinds = {t.kind for s in self.services.values() for t in s.targets}
                 self.watchdog = Watchdog.start(self.journal_path, preload=tuple(sorted(kinds)))
             self._seed_network()
         except BaseException:
             self.journal.close()
             raise
-        _current.append(self)
+        context.opened(self)
         return self
 
     def __exit__(
@@ -110,8 +131,7 @@ class ChaosSession:
         try:
             self.halt()
         finally:
-            if self in _current:
-                _current.remove(self)
+            context.closed(self)
             if self.watchdog is not None:
                 self.watchdog.stop()
             if self.journal is not None:
@@ -120,9 +140,10 @@ class ChaosSession:
     def _seed_network(self) -> None:
         """Hand each fault proxy the session's derived seed, so its toxicity rolls and jitter replay."""
         seeded: set[object] = set()
-        for target in self.network.values():
+        for service in self.services.values():
+            target = service.providers.get(Capability.NETWORK)
             set_seed, api = getattr(target, "set_seed", None), getattr(target, "api_url", id(target))
-            if set_seed is None or api in seeded:
+            if target is None or set_seed is None or api in seeded or self.fault_proxy_seed is None:
                 continue
             seeded.add(api)
             try:
@@ -137,78 +158,70 @@ class ChaosSession:
         with self._lock:
             active = list(reversed(self._active))
         restored = []
-        for fault in active:
+        for handle in active:
             try:
-                fault.restore()
-                restored.append(repr(fault))
+                handle.restore()
+                restored.append(repr(handle))
             except Exception as exc:  # keep going: every other fault must still be restored
-                log.error("halt: restoring %r failed: %s", fault, exc)
+                log.error("halt: restoring %r failed: %s", handle, exc)
         return restored
 
-    # -- what faults use ---------------------------------------------------------------------
+    # -- injecting ---------------------------------------------------------------------------
 
-    def resolve(self, target: Target | str, *, facet: str = "process") -> Target:
-        """The declared target for a name or handle — its process, its `network` side (fault proxy) or its
-        `disk` — and anything else is refused."""
-        facets = {"process": self.targets, "network": self.network, "disk": self.disks, "clock": self.clocks}
-        declared_targets = facets[facet]
-        if isinstance(target, str):
-            if target in declared_targets:
-                return declared_targets[target]
-        else:
-            if facet != "process" and target.name in declared_targets:
-                return declared_targets[target.name]
-            for declared in declared_targets.values():
-                if target is declared or (
-                    getattr(target, "kind", None) == declared.kind and getattr(target, "name", None) == declared.name
-                ):
-                    return declared
-        name = target if isinstance(target, str) else repr(target)
-        raise UnsafeTarget(
-            f"{name} is not a service of the declared stack ({', '.join(declared_targets) or 'none'}); K2 only "
-            "touches what it started, never production. Name one of those services."
-        )
+    def service(self, name: str) -> ServiceTargets:
+        """The declared service `name`; anything else is refused (K2 touches only what it started)."""
+        service = self.services.get(name)
+        if service is None:
+            raise UnsafeTarget(
+                f"{name} is not a service of the declared stack ({', '.join(self.services) or 'none'}); K2 only "
+                "touches what it started, never production. Name one of those services."
+            )
+        return service
 
-    def probe_for(self, target: Target) -> Probe | None:
-        return self.probes.get(target.name)
+    def inject(self, spec: FaultSpec[Any], *, named: Target | None = None) -> Injection:
+        """Apply `spec` now (journaled, verified, its timer running) and return its handle; use it with `with`.
+
+        `named` is the target handle a caller gave instead of a service name: it must be one the session
+        declared for that service. The same fault already active on the same target is refused.
+        """
+        service = self.service(spec.target)
+        if named is not None and not service.declares(named):
+            raise UnsafeTarget(
+                f"{named!r} is not a target the session declared for {spec.target} "
+                f"({', '.join(repr(t) for t in service.targets)}); K2 only touches what it started"
+            )
+        target = service.provider(spec.capability)
+        handle = Injection(self, spec, target, service.probe)
+        with self._lock:
+            clash = next((h for h in self._active if h.target is target and h.spec.primitive == spec.primitive), None)
+            if clash is not None:
+                raise ChaosError(
+                    f"{spec!r}: {spec.target} is already under {clash!r} (journal id {clash.journal_id}); "
+                    "exit that fault's block (or restore it) before injecting it again"
+                )
+            self._active.append(handle)
+        try:
+            handle._apply()
+        except BaseException:
+            with self._lock:
+                self._active.remove(handle)
+                self.records.append(handle.record)
+            raise
+        with self._lock:
+            self.records.append(handle.record)
+        return handle
 
     def require_journal(self) -> Journal:
         if self.journal is None:
             raise ChaosError("the chaos session is not open: use it as `with session:` before injecting faults")
         return self.journal
 
-    def started(self, fault: Fault) -> None:
+    def ended(self, handle: Injection) -> None:
         with self._lock:
-            self._active.append(fault)
-            self.records.append(fault.record)
-
-    def ended(self, fault: Fault) -> None:
-        with self._lock:
-            if fault in self._active:
-                self._active.remove(fault)
+            if handle in self._active:
+                self._active.remove(handle)
 
     @property
-    def active(self) -> list[Fault]:
+    def active(self) -> list[Injection]:
         with self._lock:
             return list(self._active)
-
-
-def current_session() -> ChaosSession:
-    """The innermost open session; faults built without one use it."""
-    if not _current:
-        raise ChaosError(
-            "no chaos session is open: open one with `with stack.chaos_session():` (or the pytest plugin's "
-            "fixtures) so every fault is journaled and restored"
-        )
-    return _current[-1]
-
-
-@contextmanager
-def no_session() -> Iterator[None]:
-    """For tests of session handling: temporarily hide open sessions."""
-    saved = list(_current)
-    _current.clear()
-    try:
-        yield
-    finally:
-        _current[:] = saved

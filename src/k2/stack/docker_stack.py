@@ -139,7 +139,7 @@ class DockerStack(LocalStack):
         try:
             attrs = self._inspect(svc.container) if svc.container else None
             if attrs is not None and (attrs["Config"].get("Labels") or {}).get(LABEL_SPEC) != digest:
-                self._remove(svc.container)  # its command changed since (e.g. a new address): recreate it
+                self._remove(attrs["Id"])  # its command changed since (e.g. a new address): recreate it
                 attrs = None
             if attrs is None:
                 svc.container = self._create(svc.name, spec, digest)
@@ -182,7 +182,7 @@ class DockerStack(LocalStack):
             raw = self.client.api.logs(svc.container, tail=lines if lines is not None else "all")
         except docker.errors.NotFound:
             return ""
-        return raw.decode("utf-8", "replace")
+        return bytes(raw).decode("utf-8", "replace")
 
     def _runtime_of(self, svc: ServiceState) -> tuple[int | None, str]:
         if svc.container is None:
@@ -196,7 +196,8 @@ class DockerStack(LocalStack):
         import docker.errors
 
         try:
-            return self.client.api.inspect_container(container)
+            attrs: dict[str, Any] = self.client.api.inspect_container(container)
+            return attrs
         except docker.errors.NotFound:
             return None
 

@@ -12,7 +12,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 from k2.stack import clocks, datadir, ports, procs, safefs
 from k2.stack import state as statefile
@@ -21,9 +20,6 @@ from k2.stack.errors import ConfigError, NotRunning, ServiceFailed, StackError
 from k2.stack.services import Layout, Service, embedded_services
 from k2.stack.services.fault_proxy import NAME as FAULT_PROXY
 from k2.stack.state import Address, ServiceState, StackState
-
-if TYPE_CHECKING:
-    from k2.chaos.session import ChaosSession
 
 Progress = Callable[[str, str], None]
 START_TIMEOUT = 60.0
@@ -127,7 +123,7 @@ class LocalStack:
         stack = self.state()
         checks = [(name, stack.services[name]) for name in self._order() if name in stack.services]
         with ThreadPoolExecutor(max(1, len(checks))) as pool:
-            return list(pool.map(lambda item: self._status_of(stack, *item, timeout), checks))
+            return list(pool.map(lambda item: self._status_of(stack, item[0], item[1], timeout), checks))
 
     def env(self) -> dict[str, str]:
         return self.endpoints().as_env()
@@ -159,31 +155,13 @@ class LocalStack:
         self._save(stack)
         return how
 
-    def chaos_session(
-        self, *, seed: int | None = None, recover: bool = False, journal: Path | None = None
-    ) -> ChaosSession:
-        """A chaos session over this stack's services, journaled in the data dir (see k2.chaos.session)."""
-        from k2.chaos.session import ChaosSession
-        from k2.stack.targets import disk_targets, health_probes, process_targets, proxy_targets
-
-        return ChaosSession(
-            process_targets(self),
-            journal or self.journal_path(),
-            probes=health_probes(self),
-            network=proxy_targets(self),
-            disks=disk_targets(self),
-            clocks=clocks.clock_targets(self),
-            clock_probes=clocks.clock_probes(self),
-            seed=seed,
-            recover=recover,
-        )
-
     def clock_env(self, domain: str) -> dict[str, str]:
         """Environment that puts a process a scenario starts (writer, producer, reader) in a clock domain
         that `clock_skew(domain, ...)` moves (see k2.stack.clocks)."""
         return clocks.clock_env(self, domain)
 
     def journal_path(self) -> Path:
+        """Where chaos sessions over this stack keep their journal (k2.testing opens them)."""
         return self.data_dir / "chaos" / "journal.jsonl"
 
     def state(self, *, required: bool = True) -> StackState:

@@ -20,7 +20,7 @@ class RoundTrip:
 def kafka_round_trip(ep: Endpoints, messages: int = 1000, timeout: float = 30.0) -> RoundTrip:
     """Produce with an idempotent acks=all producer, read back with a group, commit, verify the commit."""
     from confluent_kafka import Consumer, Producer, TopicPartition
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # not in the stubs' exports
 
     started = time.monotonic()
     topic = f"k2-roundtrip-{uuid.uuid4().hex[:8]}"
@@ -57,8 +57,9 @@ def kafka_round_trip(ep: Endpoints, messages: int = 1000, timeout: float = 30.0)
         deadline = time.monotonic() + timeout
         while len(seen) < messages and time.monotonic() < deadline:
             for msg in consumer.consume(500, 0.5):
-                if msg.error() is None:
-                    seen.add(msg.value())
+                value = msg.value()
+                if msg.error() is None and value is not None:
+                    seen.add(value)
         if len(seen) != messages:
             raise RuntimeError(f"kafka: read back {len(seen)}/{messages} messages within {timeout}s")
         consumer.commit(asynchronous=False)

@@ -11,6 +11,7 @@ import pytest
 from tests.integration.kafka_clients import AckCounter, new_topic, read_all
 
 from k2.stack import LocalStack
+from k2.testing import chaos_session
 
 __all__ = ["AckCounter", "new_topic", "read_all"]
 
@@ -28,6 +29,6 @@ def stack() -> Iterator[LocalStack]:
 @pytest.fixture
 def session(stack: LocalStack) -> Iterator[object]:
     stack.up()  # a previous test may have left a service down on purpose
-    with stack.chaos_session(seed=7) as opened:
+    with chaos_session(stack, seed=7) as opened:
         yield opened
     assert opened.active == []

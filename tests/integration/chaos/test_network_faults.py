@@ -39,7 +39,7 @@ def test_full_partition_refuses_kafka_and_nothing_is_lost(stack: LocalStack, ses
     producer.send([b"a-%d" % i for i in range(100)])
     assert producer.producer.flush(30) == 0
     with network_partition("kafka", duration_seconds=3, mode="refuse") as fault:
-        assert fault.record.effect["new_connections"] in ("refused", "reset")
+        assert fault.effect.new_connections in ("refused", "reset")
         with pytest.raises(KafkaException):
             AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=1.0)
         producer.send([b"b-%d" % i for i in range(100)])
@@ -53,7 +53,7 @@ def test_full_partition_refuses_kafka_and_nothing_is_lost(stack: LocalStack, ses
 def test_blackhole_partition_times_out_postgres_then_heals(stack: LocalStack, session: object) -> None:
     uri = stack.endpoints().postgres_uri
     with network_partition("postgres", duration_seconds=None, mode="blackhole") as fault:
-        assert fault.record.effect["probe_answered"] is False
+        assert fault.effect.answered is False
         started = time.monotonic()
         with pytest.raises(psycopg.OperationalError):
             psycopg.connect(uri, connect_timeout=2)
@@ -81,7 +81,7 @@ def test_partial_partition_cuts_only_the_named_client(stack: LocalStack, session
     producer.send([b"old-%d" % i for i in range(50)])
     assert producer.producer.flush(30) == 0
     with network_partition("kafka", duration_seconds=None, mode="refuse", clients=["producer"]) as fault:
-        assert fault.record.effect["probe_answered"] is True  # unnamed clients still get through
+        assert fault.effect.answered is True  # unnamed clients still get through
         producer.send([b"new-%d" % i for i in range(50)])
         consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "split", "client.id": "consumer",
                              "auto.offset.reset": "earliest", "session.timeout.ms": 6000})  # fmt: skip
@@ -102,7 +102,7 @@ def test_latency_without_and_with_jitter_is_measured(stack: LocalStack, session:
     registry_get(url)
     with inject_latency("schema-registry", latency_ms=100, jitter_ms=0) as fault:
         steady = [registry_get(url) for _ in range(15)]
-    with_ms = fault.record.effect["probe_rtt_ms_with"]
+    with_ms = fault.effect.rtt_ms_with
     assert with_ms is not None and with_ms >= 90
     assert 95 <= statistics.median(steady) <= 160, steady
     with inject_latency("schema-registry", latency_ms=100, jitter_ms=50):
@@ -166,8 +166,9 @@ RUNNER = """
 import sys, time
 from k2.stack import LocalStack
 from k2.chaos.faults import network_partition
+from k2.testing import chaos_session
 stack = LocalStack(sys.argv[1])
-with stack.chaos_session():
+with chaos_session(stack):
     with network_partition("postgres", duration_seconds=None, mode="refuse"):
         print("injected", flush=True)
         time.sleep(300)

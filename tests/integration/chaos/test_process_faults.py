@@ -164,13 +164,13 @@ def test_pause_freezes_the_tree_and_resume_continues(procs: Procs) -> None:
     assert wait_until(lambda: len(target.members()) == 2, 5.0)
 
     effect = target.pause(probe=svc.probe)
-    assert effect.measured["freezer_state"] == "FROZEN" and effect.measured["probe_answered"] is False
-    assert set(effect.measured["states"].values()) == {"D"} and len(effect.measured["states"]) == 2
+    assert effect.frozen and effect.freezer_state == "FROZEN" and effect.answered is False
+    assert set(effect.detail["states"].values()) == {"D"} and len(effect.detail["states"]) == 2
     frozen_at = svc.count
     assert not wait_until(lambda: svc.count > frozen_at, 0.5), "counter advanced while frozen"
 
     restored = target.resume(probe=svc.probe)
-    assert restored.measured["probe_answered"] is True and restored.measured["group_removed"] is True
+    assert restored.answered is True and restored.detail["group_removed"] is True
     assert wait_until(lambda: svc.count > frozen_at + 5, 5.0), "counter did not continue after resume"
     assert all(cgroup_of(p, FREEZER) == target.describe()["home"][FREEZER] for p, _ in target.members())
 
@@ -184,7 +184,7 @@ def test_cpu_quota_throttles_a_busy_loop_to_a_fifth_of_a_core(procs: Procs) -> N
     uncontended = baseline >= 0.8
 
     effect = target.limit(cpu_quota=20_000)
-    assert effect.measured["cpu"]["readback"] == {"cpu.cfs_quota_us": 20_000, "cpu.cfs_period_us": 100_000}
+    assert (effect.cpu_quota_us, effect.cpu_period_us) == (20_000, 100_000)
     limited = cpu_share(busy.pid, 1.5)
     # 20% of a core, +-10 points: CFS enforces per 100 ms period, ticks are 10 ms.
     assert limited <= 0.30, f"{limited:.2f} cores under a 20% quota (baseline {baseline:.2f})"
@@ -192,9 +192,9 @@ def test_cpu_quota_throttles_a_busy_loop_to_a_fifth_of_a_core(procs: Procs) -> N
         assert limited >= 0.10, f"{limited:.2f} cores under a 20% quota (baseline {baseline:.2f})"
 
     restored = target.unlimit()
-    counters = restored.measured["cpu"]["counters"]
+    counters = restored.detail["cpu"]["counters"]
     assert counters["nr_throttled"] >= 5 and counters["throttled_time"] > 0
-    assert restored.measured["cpu"]["restored"] is True
+    assert restored.restored is True and restored.throttled_periods == counters["nr_throttled"]
     if uncontended:
         assert cpu_share(busy.pid, 1.0) > 0.5
 
@@ -214,16 +214,15 @@ def test_memory_limit_below_allocation_gets_it_oom_killed(procs: Procs) -> None:
     assert select.select([hog.stdout], [], [], 10)[0] and hog.stdout.readline() == b"ready\n"
     target = procs.target(hog.pid)
     effect = target.limit(mem_limit="64m")
-    assert effect.measured["memory"]["readback"]["memory.limit_in_bytes"] == 64 << 20
+    assert effect.mem_bytes == 64 << 20
 
     hog.stdin.write(b"go\n")
     hog.stdin.flush()
     assert hog.wait(15) == -signal.SIGKILL, "the hog was not OOM-killed (exit -9 / 137 expected)"
 
     restored = target.unlimit()
-    memory = restored.measured["memory"]
-    assert memory["counters"]["oom_kill"] >= 1
-    assert memory["counters"]["max_usage_in_bytes"] <= 64 << 20
+    assert restored.oom_kills is not None and restored.oom_kills >= 1
+    assert restored.peak_mem_bytes is not None and restored.peak_mem_bytes <= 64 << 20
 
 
 def test_limits_restore_previous_groups_and_values_for_the_whole_tree(procs: Procs) -> None:
@@ -253,8 +252,8 @@ def test_limits_restore_previous_groups_and_values_for_the_whole_tree(procs: Pro
 
     restored = target.unlimit()
     for controller in (CPU, MEMORY):
-        assert restored.measured[controller]["restored"] is True
-        assert set(restored.measured[controller]["moved_to"]) == {str(parent.pid), str(child)}
+        assert restored.restored is True and restored.detail[controller]["restored"] is True
+        assert set(restored.detail[controller]["moved_to"]) == {str(parent.pid), str(child)}
         assert cgroup_of(parent.pid, controller) == cgroup_of(child, controller) == before[controller]
     assert Cgroup(CPU, before[CPU] or "/").read_int("cpu.cfs_quota_us") == values[CPU]
     assert Cgroup(MEMORY, before[MEMORY] or "/").read_int("memory.limit_in_bytes") == values[MEMORY]
@@ -284,10 +283,11 @@ def test_stop_and_start_through_a_state_file(procs: Procs, tmp_path: Path) -> No
     old_description = target.describe()
 
     stopped = target.stop(timeout=5.0)
-    assert stopped.measured["exited_on_signal"] is True and not is_alive(first["pid"], first["starttime"])
+    assert stopped.gone and not stopped.escalated and not is_alive(first["pid"], first["starttime"])
     started = target.start(timeout=30.0)
-    procs.adopt(started.measured["pid"])
-    assert started.measured["previous_pid"] == first["pid"] and target.running
+    assert started.pid is not None
+    procs.adopt(started.pid)
+    assert started.previous_pid == first["pid"] and target.running
     assert target.pid == json.loads(state.read_text())["services"]["svc"]["pid"] != first["pid"]
 
     # Another process holding only the old description finds the new pid through the state file.
@@ -295,9 +295,10 @@ def test_stop_and_start_through_a_state_file(procs: Procs, tmp_path: Path) -> No
     assert rebuilt.running and rebuilt.describe()["spec"]["pid"] == target.pid
 
     killed = target.kill()
-    assert killed.measured["signal"] == "SIGKILL" and not target.running
+    assert killed.signal == "SIGKILL" and not target.running
     again = target.start(timeout=30.0)
-    procs.adopt(again.measured["pid"])
+    assert again.pid is not None
+    procs.adopt(again.pid)
     assert target.running and target.start().changed is False
 
 

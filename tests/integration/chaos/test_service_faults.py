@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from tests.integration.chaos.conftest import AckCounter, new_topic, read_all
 
-from k2.chaos.errors import InvalidFault, UnsafeTarget
+from k2.chaos.errors import ChaosError, InvalidFault, UnsafeTarget
 from k2.chaos.faults import resource_limit, service_failure
 from k2.chaos.journal import read_entries
 from k2.stack import LocalStack
@@ -60,19 +60,18 @@ def test_kafka_outage_loses_and_duplicates_nothing(stack: LocalStack, session: o
 
 def test_pause_is_verified_frozen_and_unanswering(stack: LocalStack, session: object) -> None:
     with service_failure("schema-registry", duration_seconds=None, mode="pause") as fault:
-        measured = fault.record.effect
-        assert measured["freezer_state"] == "FROZEN"
-        assert measured.get("probe_answered") is False
-    assert fault.record.restore_effect.get("freezer_state") in (None, "THAWED")
+        assert fault.effect.frozen and fault.effect.freezer_state == "FROZEN"
+        assert fault.effect.answered is False
+    assert fault.restore_effect.freezer_state in (None, "THAWED")
     assert stack.status()[-1].healthy
 
 
 def test_stop_records_the_restart(stack: LocalStack, session: object) -> None:
     old = stack.state().services["s3"].process.pid
     with service_failure("s3", duration_seconds=1, mode="stop") as fault:
-        assert fault.record.effect["gone"] is True
-    assert fault.record.restore_effect["previous_pid"] == old
-    assert stack.state().services["s3"].process.pid == fault.record.restore_effect["pid"] != old
+        assert fault.effect.gone is True
+    assert fault.restore_effect.previous_pid == old
+    assert stack.state().services["s3"].process.pid == fault.restore_effect.pid != old
 
 
 def test_three_concurrent_faults_on_different_services(stack: LocalStack, session: object) -> None:
@@ -115,27 +114,56 @@ def test_cpu_quota_throttles_kafka(stack: LocalStack, session: object) -> None:
     with resource_limit("kafka", cpu_quota=2000, mem_limit=None) as fault:
         limited = busy_share(producer, "limited")
     assert producer.producer.flush(120) == 0 and len(producer.acked) == 40000
-    assert fault.record.effect["cpu"]["readback"]["cpu.cfs_quota_us"] == 2000
+    assert fault.effect.cpu_quota_us == 2000
     assert limited < 0.05 < baseline, (baseline, limited)
-    restored = fault.record.restore_effect["cpu"]
-    assert restored["counters"]["nr_throttled"] > 0, restored
-    assert restored["restored"] is True
+    restored = fault.restore_effect
+    assert restored.throttled_periods > 0, restored
+    assert restored.restored is True
 
 
 def test_memory_limit_below_need_gets_the_backend_oom_killed(stack: LocalStack, session: object) -> None:
     uri = stack.endpoints().postgres_uri
     with resource_limit("postgres", cpu_quota=None, mem_limit="160m", duration_seconds=None) as fault:
-        assert fault.record.effect["memory"]["readback"]["memory.limit_in_bytes"] == 160 * 1024 * 1024
+        assert fault.effect.mem_bytes == 160 * 1024 * 1024
         with pytest.raises(psycopg.OperationalError), psycopg.connect(uri, connect_timeout=10) as conn:
             conn.execute("SET work_mem = '1GB'")
             conn.execute("SELECT count(*) FROM (SELECT g, repeat('x', 100) FROM generate_series(1, 5000000) g "
                          "ORDER BY 2 DESC, 1) s")  # fmt: skip
     assert "terminated by signal 9" in stack.logs("postgres", 200)
-    assert fault.record.restore_effect["memory"]["counters"]["oom_kill"] >= 1
+    assert fault.restore_effect.oom_kills >= 1
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not stack.status()[3].healthy:
         time.sleep(0.2)
     assert stack.status()[3].healthy
+
+
+def healthy(stack: LocalStack, name: str) -> bool:
+    return next(s for s in stack.status(timeout=1) if s.name == name).healthy
+
+
+def test_a_fault_entered_again_injects_again_and_leaves_nothing_faulted(stack: LocalStack, session: object) -> None:
+    """Issue #10 §4: the same Fault object in a second `with` pauses the service again and resumes it after
+    (it used to inject but never restore, leaving the service paused after the session)."""
+    fault = service_failure("kafka-store", duration_seconds=None, mode="pause")
+    for _ in range(2):
+        with fault:
+            assert not healthy(stack, "kafka-store")
+        assert healthy(stack, "kafka-store")
+    assert [e for e in read_entries(stack.journal_path()).values() if e.pending] == []
+
+
+def test_a_fault_entered_while_it_holds_is_refused_and_the_first_keeps_holding(
+    stack: LocalStack, session: object
+) -> None:
+    """Nested `with fault:` of the same fault is refused with the reason, before anything is touched; the
+    outer fault still holds (a failed inner inject used to undo it) and is restored on its own exit."""
+    fault = service_failure("kafka-store", duration_seconds=None, mode="pause")
+    with fault:
+        with pytest.raises(ChaosError, match="already under"), fault:
+            pass
+        assert not healthy(stack, "kafka-store")
+    assert healthy(stack, "kafka-store")
+    assert [e for e in read_entries(stack.journal_path()).values() if e.pending] == []
 
 
 def test_unknown_target_is_refused_before_anything_is_touched(stack: LocalStack, session: object) -> None:
@@ -167,8 +195,9 @@ RUNNER = """
 import sys, time
 from k2.stack import LocalStack
 from k2.chaos.faults import service_failure
+from k2.testing import chaos_session
 stack = LocalStack(sys.argv[1])
-with stack.chaos_session():
+with chaos_session(stack):
     with service_failure(sys.argv[2], duration_seconds=None, mode=sys.argv[3]):
         print("injected", flush=True)
         time.sleep(300)

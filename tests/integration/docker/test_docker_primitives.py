@@ -12,7 +12,7 @@ from confluent_kafka.admin import AdminClient
 
 from k2.chaos.errors import UnsafeTarget, Unsupported
 from k2.chaos.faults import inject_latency
-from k2.chaos.session import ChaosSession
+from k2.chaos.session import ChaosSession, ServiceTargets
 from k2.chaos.targets import target_from_description
 from k2.chaos.targets.docker import ContainerNotFound, DockerTarget
 from k2.chaos.targets.docker_limits import UNLIMITED_MEM
@@ -47,13 +47,13 @@ def test_pause_freezes_the_broker_and_resume_restores_it(lab: Lab) -> None:
     probe = kafka_probe(bootstrap.split(":")[0], 9092)
 
     paused = target.pause(probe=probe)
-    assert paused.measured["freezer_state"] == "FROZEN" and paused.measured["probe_answered"] is False
+    assert paused.frozen and paused.freezer_state == "FROZEN" and paused.answered is False
     container.reload()
     assert container.attrs["State"]["Paused"]
     assert not answers(bootstrap), "a Kafka client got metadata from a paused broker"
 
     resumed = target.resume(probe=probe)
-    assert resumed.changed and resumed.measured["probe_answered"]
+    assert resumed.changed and resumed.answered
     container.reload()
     assert container.attrs["State"]["Running"] and not container.attrs["State"]["Paused"]
     assert answers(bootstrap, 10)
@@ -68,17 +68,17 @@ def test_stop_start_and_kill_start_keep_the_address(lab: Lab) -> None:
     host = bootstrap.split(":")[0]
 
     stopped = target.stop(timeout=5)
-    assert stopped.measured["exit_code"] in (0, 137, 143)
+    assert stopped.gone and stopped.exit_code in (0, 137, 143)
     container.reload()
     assert not container.attrs["State"]["Running"]
     assert not connects(host, 9092)
     started = target.start(probe=kafka_probe(host, 9092))
-    assert started.measured["healthy"] and started.measured["addresses_changed"] == []
+    assert started.detail["healthy"] and started.detail["addresses_changed"] == []
     assert answers(bootstrap, 10)
     assert target.start().changed is False
 
     killed = target.kill()
-    assert killed.measured["exit_code"] == 137 and not killed.measured["restarted_by_policy"]
+    assert killed.exit_code == 137 and not killed.detail["restarted_by_policy"]
     assert not connects(host, 9092)
     target.start()
     assert answers(bootstrap, 10)
@@ -97,15 +97,15 @@ def test_isolate_cuts_every_network_and_rejoin_restores_aliases_addresses_and_po
     assert connects("127.0.0.1", port) and answers(bootstrap)
 
     isolated = target.isolate(probe=kafka_probe(host, 9092))
-    assert set(isolated.measured["networks"]) == {pinned.name, auto.name}
-    assert isolated.measured["connect_attempts"] and "connected" not in isolated.measured["connect_attempts"].values()
+    assert set(isolated.detail["networks"]) == {pinned.name, auto.name}
+    assert isolated.new_connections and "connected" not in isolated.new_connections
     container.reload()
     assert container.attrs["NetworkSettings"]["Networks"] == {}
     assert not connects(host, 9092) and not connects("127.0.0.1", port)
     assert not answers(bootstrap)
 
     rejoined = target.rejoin(probe=kafka_probe(host, 9092))
-    assert rejoined.changed and rejoined.measured["addresses_changed"] == []
+    assert rejoined.changed and rejoined.detail["addresses_changed"] == []
     container.reload()
     after = snapshot(container.attrs)
     keep = ("name", "aliases", "ipv4", "ipv4_pinned", "mac")
@@ -129,8 +129,9 @@ def test_limit_shows_in_inspect_and_unlimit_restores_the_original_values(lab: La
     container.reload()
     host = container.attrs["HostConfig"]
     assert (host["CpuQuota"], host["Memory"], host["MemorySwap"]) == (20000, 256 << 20, 256 << 20)
-    assert limited.measured["cgroup"]["cpu.cfs_quota_us"] == "20000"
-    assert limited.measured["cgroup"]["memory.limit_in_bytes"] == str(256 << 20)
+    assert (limited.cpu_quota_us, limited.mem_bytes) == (20000, 256 << 20)
+    assert limited.detail["cgroup"]["cpu.cfs_quota_us"] == "20000"
+    assert limited.detail["cgroup"]["memory.limit_in_bytes"] == str(256 << 20)
 
     restored = target.unlimit()
     container.reload()
@@ -139,7 +140,7 @@ def test_limit_shows_in_inspect_and_unlimit_restores_the_original_values(lab: La
         assert now == original
     else:  # "no limit" comes back as Docker can write it: quota -1, memory at the kernel's no-limit value
         assert now["CpuQuota"] in (0, -1) and now["Memory"] in (0, UNLIMITED_MEM)
-    assert restored.measured["cgroup"] == cgroup_before, "the cgroup files differ from before the limit"
+    assert restored.detail["cgroup"] == cgroup_before, "the cgroup files differ from before the limit"
     assert target.unlimit().changed is False
 
 
@@ -151,7 +152,7 @@ def test_shape_is_unsupported_here_and_names_the_fault_proxy(lab: Lab, tmp_path)
     with pytest.raises(Unsupported, match="fault-proxy"):
         target.shape("latency", attributes={"latency": 200, "jitter": 50})
     # Through a fault and its journal: refused cleanly, nothing left pending.
-    with ChaosSession({"kafka": target}, tmp_path / "journal.jsonl", network={"kafka": target}, watchdog=False) as s:
+    with ChaosSession([ServiceTargets("kafka", target)], tmp_path / "journal.jsonl", watchdog=False) as s:
         with pytest.raises(Unsupported, match="fault-proxy"), inject_latency("kafka", latency_ms=200, jitter_ms=50):
             pass
         assert s.require_journal().pending() == []
@@ -164,11 +165,11 @@ def test_fill_disk_fills_the_data_volume_and_free_disk_empties_it(lab: Lab) -> N
     target = DockerTarget.find("kafka", project=lab.project)
 
     filled = target.fill_disk(fullness=0.95, path="/data")
-    assert filled.measured["fullness"] >= 0.94 and filled.measured["df_after"]["avail"] < 2 << 20
+    assert filled.fullness >= 0.94 and filled.avail_bytes < 2 << 20
     freed = target.free_disk()
-    assert freed.measured["removed"] == [filled.measured["file"]]
-    df_after = next(iter(freed.measured["df_after"].values()))
-    assert df_after["used"] == filled.measured["df_before"]["used"]
+    assert freed.removed == (filled.file,)
+    df_after = next(iter(freed.detail["df_after"].values()))
+    assert df_after["used"] == filled.detail["df_before"]["used"]
     assert target.free_disk().changed is False
     container.reload()
     assert container.attrs["State"]["Running"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from k2.chaos.faults import network_partition, service_failure
 from k2.chaos.journal import read_entries
-from k2.chaos.session import ChaosSession
+from k2.chaos.session import ChaosSession, ServiceTargets
 from k2.chaos.targets.docker import DockerTarget
 from tests.integration.docker.helpers import Lab, kafka_probe, require_docker
 from tests.integration.kafka_clients import AckCounter as AckedProducer
@@ -29,8 +29,7 @@ def run_scenario(target: DockerTarget, bootstrap: str, journal: Path, fault_for:
     values = [f"m-{i:05d}".encode() for i in range(3000)]
     producer.send(values[:1000])
     assert producer.flush(30) == 0
-    sessions = {"probes": {"kafka": kafka_probe(host, 9092)}, "network": {"kafka": target}}
-    with ChaosSession({"kafka": target}, journal, **sessions) as session:  # type: ignore[arg-type]
+    with ChaosSession([ServiceTargets("kafka", target, probe=kafka_probe(host, 9092))], journal) as session:
         with fault_for() as fault:  # type: ignore[operator]
             producer.send(values[1000:2000])
             producer.producer.poll(1.0)

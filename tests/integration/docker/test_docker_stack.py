@@ -13,12 +13,15 @@ from typing import Any
 import pytest
 
 from k2.chaos.faults import resource_limit, service_failure
+from k2.chaos.targets import Capability
 from k2.chaos.targets.docker import DockerTarget
 from k2.chaos.targets.docker_limits import effective, resources
 from k2.chaos.targets.process import ProcessTarget
+from k2.chaos.targets.proxy import ProxyTarget
 from k2.stack import ConfigError, open_stack
 from k2.stack.docker_stack import LABEL_PROJECT, LABEL_SERVICE, DockerStack
 from k2.stack.services.seaweed import s3_client
+from k2.testing import chaos_session
 from tests.integration.stack.helpers import assert_data_survived, run_k2, seed_data
 
 pytestmark = pytest.mark.integration
@@ -96,13 +99,14 @@ def test_cli_reports_the_backend_and_the_containers(stack: DockerStack) -> None:
 
 
 def test_chaos_faults_reach_the_containers_through_docker(engine: Any, stack: DockerStack) -> None:
-    with stack.chaos_session(seed=7) as session:
-        assert isinstance(session.targets["kafka"], DockerTarget)
-        assert isinstance(session.targets["schema-registry"], ProcessTarget)
+    with chaos_session(stack, seed=7) as session:
+        assert isinstance(session.service("kafka").provider(Capability.FREEZE), DockerTarget)
+        assert isinstance(session.service("kafka").provider(Capability.NETWORK), ProxyTarget)
+        assert isinstance(session.service("schema-registry").provider(Capability.LIFECYCLE), ProcessTarget)
         kafka = stack.state().services["kafka"].container
         with service_failure("kafka", duration_seconds=None, mode="pause", session=session) as fault:
             assert engine.api.inspect_container(kafka)["State"]["Paused"]
-            assert fault.record.effect["probe_answered"] is False
+            assert fault.effect.answered is False and fault.effect.backend == "docker"
         assert not engine.api.inspect_container(kafka)["State"]["Paused"]
         unlimited = effective(resources(engine.api.inspect_container(kafka)))
         with resource_limit("kafka", cpu_quota=20000, mem_limit="512m", session=session):

@@ -23,12 +23,12 @@ require_docker()
 RUNNER = """
 import sys, time
 from k2.chaos.faults import network_partition, service_failure
-from k2.chaos.session import ChaosSession
+from k2.chaos.session import ChaosSession, ServiceTargets
 from k2.chaos.targets.docker import DockerTarget
 
 project, journal, mode = sys.argv[1:4]
 target = DockerTarget.find("kafka", project=project)
-session = ChaosSession({"kafka": target}, journal, network={"kafka": target}).__enter__()
+session = ChaosSession([ServiceTargets("kafka", target)], journal).__enter__()
 if mode == "pause":
     service_failure("kafka", duration_seconds=None, mode="pause").__enter__()
 else:

@@ -49,7 +49,8 @@ class FakeTarget:
             self.state.touch()
         else:
             self.state.unlink(missing_ok=True)
-        return Effect(primitive, self.name, time.time(), 0.0, {"applied": applied}, changed=was != applied)
+        return Effect(primitive=primitive, target=self.name, backend=self.kind, started_at=time.time(), duration_s=0.0,
+                      detail={"applied": applied}, changed=was != applied)  # fmt: skip
 
     def pause(self, **_: Any) -> Effect:
         return self._do("pause", True)
@@ -72,7 +73,7 @@ def test_entry_is_durable_before_injection_and_lifecycle(tmp_path: Path) -> None
     target = FakeTarget("kafka", tmp_path / "kafka.paused", journal=path)
     with Journal(path) as journal:
         entry_id, effect = journal.inject(target, "pause", {"duration_s": 5}, fault="service_failure")
-        assert effect.measured == {"applied": True}
+        assert effect.detail == {"applied": True}
         assert [e.status for e in journal.pending()] == ["active"]
         target.journal = None
         journal.restore(entry_id, target)

@@ -168,7 +168,7 @@ def test_inverses_are_noops_when_nothing_is_applied(spawned: Spawned) -> None:
     target = spawned.target(proc)
     for effect in (target.resume(), target.unlimit(), target.start()):
         assert effect.changed is False
-    assert target.start().measured == {"already_running": True}
+    assert target.start().already_running is True
 
 
 def test_start_adopts_a_running_pid_from_pid_source_or_pid_file(spawned: Spawned, tmp_path: Path) -> None:
@@ -178,7 +178,7 @@ def test_start_adopts_a_running_pid_from_pid_source_or_pid_file(spawned: Spawned
     live = spawned.python("import time; time.sleep(60)")
     spec = {"name": "svc", "pid": dead.pid, "starttime": st.starttime if st else 1}
     by_callable = ProcessTarget(spec, pid_source=lambda: (live.pid, None))
-    assert by_callable.start().measured == {"already_running": True} and by_callable.pid == live.pid
+    assert by_callable.start().already_running is True and by_callable.pid == live.pid
     pid_file = tmp_path / "svc.pid"
     pid_file.write_text(f"{live.pid}\n")
     by_file = ProcessTarget({**spec, "pid_file": str(pid_file)})
@@ -208,7 +208,7 @@ def test_stop_signal_then_escalation(spawned: Spawned) -> None:
     )
     target = spawned.target(stubborn)
     effect = target.stop(timeout=0.3)
-    assert effect.measured["exited_on_signal"] is False and effect.measured["sigkilled"] == [stubborn.pid]
+    assert effect.escalated is True and effect.detail["sigkilled"] == [stubborn.pid]
     assert stubborn.wait(5) == -signal.SIGKILL
 
     polite = spawned.python(
@@ -217,5 +217,5 @@ def test_stop_signal_then_escalation(spawned: Spawned) -> None:
     )
     target = spawned.target(polite, stop_signal="SIGINT")
     effect = target.stop(timeout=5.0)
-    assert effect.measured["signal"] == "SIGINT" and effect.measured["exited_on_signal"] is True
+    assert effect.signal == "SIGINT" and effect.escalated is False and effect.gone
     assert not target.running

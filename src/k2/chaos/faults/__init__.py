@@ -1,17 +1,24 @@
-"""The seed's fault functions, with its call shapes; each returns a Fault to use with `with`.
+"""The seed's fault functions, with its call shapes; each returns a `Fault` to use with `with`.
 
-with service_failure("kafka", duration_seconds=5, mode="pause"):
+with service_failure("kafka", duration_seconds=5, mode="pause") as fault:
     producer.produce(...)
+fault.effect            # what was measured (typed: here `Frozen`), fault.restore_effect after the block
+
+Each builds a frozen, validated `FaultSpec` (`fault.spec`) and binds it to a session; `session.inject(spec)`
+does the same without the seed's shape.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from k2.chaos.faults.base import Fault, Terminated, validate_duration
 from k2.chaos.faults.clock import ClockSkew
+from k2.chaos.faults.context import Injector
 from k2.chaos.faults.disk import DiskFill
+from k2.chaos.faults.fault import Fault
+from k2.chaos.faults.injection import FaultRecord, Injection, Terminated
 from k2.chaos.faults.network import (
     Bandwidth,
     ConnectionReset,
@@ -21,109 +28,26 @@ from k2.chaos.faults.network import (
     Slicer,
     SlowClose,
     Timeout,
+    ToxicFault,
 )
 from k2.chaos.faults.resources import ResourceLimit
 from k2.chaos.faults.service import ServiceFailure
-from k2.chaos.session import ChaosSession
-from k2.chaos.targets import Target
-
-
-def service_failure(
-    target: Target | str, duration_seconds: float | None = 5, mode: str = "stop", *, session: ChaosSession | None = None
-) -> ServiceFailure:
-    return ServiceFailure(target, duration_seconds, mode, session=session)
-
-
-def resource_limit(
-    target: Target | str,
-    cpu_quota: int | None = 50000,
-    mem_limit: str | int | None = "512m",
-    *,
-    duration_seconds: float | None = None,
-    session: ChaosSession | None = None,
-) -> ResourceLimit:
-    return ResourceLimit(target, cpu_quota, mem_limit, duration_seconds=duration_seconds, session=session)
-
-
-def network_partition(
-    target: Target | str,
-    duration_seconds: float | None = 10,
-    mode: str = "refuse",
-    direction: str = "both",
-    clients: list[str] | None = None,
-    *,
-    session: ChaosSession | None = None,
-) -> NetworkPartition:
-    return NetworkPartition(target, duration_seconds, mode, direction, clients, session=session)
-
-
-def inject_latency(
-    target: Target | str,
-    latency_ms: int = 200,
-    jitter_ms: int = 50,
-    *,
-    duration_seconds: float | None = None,
-    stream: str = "downstream",
-    **options: Any,
-) -> Latency:
-    return Latency(target, duration_seconds, stream=stream, latency=latency_ms, jitter=jitter_ms, **options)
-
-
-def limit_bandwidth(target: Target | str, rate_kbps: int, **options: Any) -> Bandwidth:
-    return Bandwidth(target, rate=rate_kbps, **options)
-
-
-def reset_connections(target: Target | str, timeout_ms: int = 0, **options: Any) -> ConnectionReset:
-    return ConnectionReset(target, timeout=timeout_ms, **options)
-
-
-def timeout_connections(target: Target | str, timeout_ms: int = 0, **options: Any) -> Timeout:
-    return Timeout(target, timeout=timeout_ms, **options)
-
-
-def slow_close(target: Target | str, delay_ms: int, **options: Any) -> SlowClose:
-    return SlowClose(target, delay=delay_ms, **options)
-
-
-def slice_stream(
-    target: Target | str, average_size: int, size_variation: int = 0, delay_us: int = 0, **options: Any
-) -> Slicer:
-    return Slicer(target, average_size=average_size, size_variation=size_variation, delay=delay_us, **options)
-
-
-def limit_data(target: Target | str, max_bytes: int, **options: Any) -> DataLimit:
-    return DataLimit(target, bytes=max_bytes, **options)
-
-
-def disk_fill(
-    target: Target | str,
-    duration_seconds: float | None = None,
-    fullness: float | None = 1.0,
-    size: str | int | None = None,
-    *,
-    session: ChaosSession | None = None,
-) -> DiskFill:
-    return DiskFill(target, duration_seconds, fullness, size, session=session)
-
-
-def clock_skew(
-    target: Target | str,
-    offset_seconds: float | None = None,
-    jump_to: datetime | str | None = None,
-    *,
-    duration_seconds: float | None = None,
-    session: ChaosSession | None = None,
-) -> ClockSkew:
-    return ClockSkew(target, offset_seconds, jump_to, duration_seconds, session=session)
-
+from k2.chaos.faults.spec import FaultSpec, validate_duration
+from k2.chaos.targets.base import Target
+from k2.chaos.targets.capabilities import CPU_PERIOD_US
 
 __all__ = [
     "ClockSkew",
     "DiskFill",
     "Fault",
+    "FaultRecord",
+    "FaultSpec",
+    "Injection",
+    "NetworkPartition",
     "ResourceLimit",
     "ServiceFailure",
     "Terminated",
+    "ToxicFault",
     "clock_skew",
     "disk_fill",
     "inject_latency",
@@ -138,3 +62,126 @@ __all__ = [
     "timeout_connections",
     "validate_duration",
 ]
+
+
+def _bind(spec: FaultSpec[Any], target: Target | str, session: Injector | None) -> Fault:
+    return Fault(spec, session=session, target=None if isinstance(target, str) else target)
+
+
+def _name(target: Target | str) -> str:
+    if isinstance(target, str):
+        return target
+    name = getattr(target, "name", None)
+    if not isinstance(name, str) or not hasattr(target, "describe"):
+        from k2.chaos.errors import InvalidFault
+
+        raise InvalidFault(f"target {target!r} is neither a service name nor a chaos target")
+    return name
+
+
+def service_failure(
+    target: Target | str, duration_seconds: float | None = 5, mode: str = "stop", *, session: Injector | None = None
+) -> Fault:
+    spec = ServiceFailure(target=_name(target), duration_s=duration_seconds, mode=mode)
+    return _bind(spec, target, session)
+
+
+def resource_limit(
+    target: Target | str,
+    cpu_quota: int | None = 50000,
+    mem_limit: str | int | None = "512m",
+    *,
+    duration_seconds: float | None = None,
+    cpu_period: int = CPU_PERIOD_US,
+    session: Injector | None = None,
+) -> Fault:
+    spec = ResourceLimit(target=_name(target), duration_s=duration_seconds, cpu_quota=cpu_quota, mem_limit=mem_limit,
+                         cpu_period=cpu_period)  # fmt: skip
+    return _bind(spec, target, session)
+
+
+def network_partition(
+    target: Target | str,
+    duration_seconds: float | None = 10,
+    mode: str = "refuse",
+    direction: str = "both",
+    clients: Sequence[str] | None = None,
+    *,
+    session: Injector | None = None,
+) -> Fault:
+    listed = tuple(clients) if isinstance(clients, list | tuple) else clients
+    spec = NetworkPartition(target=_name(target), duration_s=duration_seconds, mode=mode, direction=direction,
+                            clients=listed)  # type: ignore[arg-type]  # fmt: skip
+    return _bind(spec, target, session)
+
+
+def _toxic(
+    cls: type[ToxicFault],
+    target: Target | str,
+    attributes: dict[str, Any],
+    *,
+    duration_seconds: float | None = None,
+    stream: str = "downstream",
+    toxicity: float = 1.0,
+    clients: Sequence[str] | None = None,
+    session: Injector | None = None,
+) -> Fault:
+    listed = tuple(clients) if isinstance(clients, list | tuple) else clients
+    spec = cls(target=_name(target), duration_s=duration_seconds, stream=stream, toxicity=toxicity,
+               clients=listed, attributes=attributes)  # type: ignore[arg-type]  # fmt: skip
+    return _bind(spec, target, session)
+
+
+def inject_latency(target: Target | str, latency_ms: int = 200, jitter_ms: int = 50, **options: Any) -> Fault:
+    return _toxic(Latency, target, {"latency": latency_ms, "jitter": jitter_ms}, **options)
+
+
+def limit_bandwidth(target: Target | str, rate_kbps: int, **options: Any) -> Fault:
+    return _toxic(Bandwidth, target, {"rate": rate_kbps}, **options)
+
+
+def reset_connections(target: Target | str, timeout_ms: int = 0, **options: Any) -> Fault:
+    return _toxic(ConnectionReset, target, {"timeout": timeout_ms}, **options)
+
+
+def timeout_connections(target: Target | str, timeout_ms: int = 0, **options: Any) -> Fault:
+    return _toxic(Timeout, target, {"timeout": timeout_ms}, **options)
+
+
+def slow_close(target: Target | str, delay_ms: int, **options: Any) -> Fault:
+    return _toxic(SlowClose, target, {"delay": delay_ms}, **options)
+
+
+def slice_stream(
+    target: Target | str, average_size: int, size_variation: int = 0, delay_us: int = 0, **options: Any
+) -> Fault:
+    attributes = {"average_size": average_size, "size_variation": size_variation, "delay": delay_us}
+    return _toxic(Slicer, target, attributes, **options)
+
+
+def limit_data(target: Target | str, max_bytes: int, **options: Any) -> Fault:
+    return _toxic(DataLimit, target, {"bytes": max_bytes}, **options)
+
+
+def disk_fill(
+    target: Target | str,
+    duration_seconds: float | None = None,
+    fullness: float | None = 1.0,
+    size: str | int | None = None,
+    *,
+    session: Injector | None = None,
+) -> Fault:
+    spec = DiskFill(target=_name(target), duration_s=duration_seconds, fullness=fullness, size=size)
+    return _bind(spec, target, session)
+
+
+def clock_skew(
+    target: Target | str,
+    offset_seconds: float | None = None,
+    jump_to: datetime | str | None = None,
+    *,
+    duration_seconds: float | None = None,
+    session: Injector | None = None,
+) -> Fault:
+    spec = ClockSkew(target=_name(target), duration_s=duration_seconds, offset_seconds=offset_seconds, jump_to=jump_to)
+    return _bind(spec, target, session)

@@ -11,67 +11,68 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from k2.chaos.effects import Effect
 from k2.chaos.errors import InvalidFault
 from k2.chaos.faketime import MAX_OFFSET_S
-from k2.chaos.faults.base import Fault
-from k2.chaos.session import ChaosSession
-from k2.chaos.targets import Target
+from k2.chaos.faults.spec import FaultSpec
+from k2.chaos.targets.capabilities import Capability, Clock, Probe
 
 # Declared for tools that draw faults from the catalogue (seeded exploration): the range a fault may take.
 OFFSET_RANGE_S = (-MAX_OFFSET_S, MAX_OFFSET_S)
 
 
-class ClockSkew(Fault):
+@dataclass(frozen=True, kw_only=True, repr=False)
+class ClockSkew(FaultSpec[Clock]):
     """Shift the target's wall clock by `offset_seconds`, or set it to `jump_to` (it then runs on)."""
 
     kind = "clock_skew"
-    facet = "clock"
+    offset_seconds: float | None = None
+    jump_to: datetime | str | None = None
 
-    def __init__(
-        self,
-        target: Target | str,
-        offset_seconds: float | None = None,
-        jump_to: datetime | str | None = None,
-        duration_seconds: float | None = None,
-        *,
-        session: ChaosSession | None = None,
-    ) -> None:
-        if (offset_seconds is None) == (jump_to is None):
+    def check(self) -> None:
+        if (self.offset_seconds is None) == (self.jump_to is None):
             raise InvalidFault("clock_skew: give exactly one of offset_seconds (e.g. 1800) or jump_to (a time)")
-        if offset_seconds is not None:
-            if isinstance(offset_seconds, bool) or not isinstance(offset_seconds, int | float):
-                raise InvalidFault(f"clock_skew: offset_seconds={offset_seconds!r} must be a number of seconds")
-            if not math.isfinite(offset_seconds) or not OFFSET_RANGE_S[0] <= offset_seconds <= OFFSET_RANGE_S[1]:
-                raise InvalidFault(f"clock_skew: offset_seconds={offset_seconds} is beyond 20 years; give less")
-        self.offset_seconds = None if offset_seconds is None else float(offset_seconds)
-        self.jump_to = None if jump_to is None else _aware(jump_to)
-        if self.jump_to is not None and abs(self.jump_to.timestamp() - time.time()) > OFFSET_RANGE_S[1]:
-            raise InvalidFault(f"clock_skew: jump_to={self.jump_to.isoformat()} is more than 20 years away")
-        super().__init__(target, duration_seconds, session=session)
+        if self.offset_seconds is not None:
+            offset = self.offset_seconds
+            if isinstance(offset, bool) or not isinstance(offset, int | float):
+                raise InvalidFault(f"clock_skew: offset_seconds={offset!r} must be a number of seconds")
+            if not math.isfinite(offset) or not OFFSET_RANGE_S[0] <= offset <= OFFSET_RANGE_S[1]:
+                raise InvalidFault(f"clock_skew: offset_seconds={offset} is beyond 20 years; give less")
+            self._set("offset_seconds", float(offset))
+        if self.jump_to is not None:
+            jump = _aware(self.jump_to)
+            if abs(jump.timestamp() - time.time()) > OFFSET_RANGE_S[1]:
+                raise InvalidFault(f"clock_skew: jump_to={jump.isoformat()} is more than 20 years away")
+            self._set("jump_to", jump.isoformat())  # plain data, so the spec is JSON and replays
+
+    @property
+    def capability(self) -> Capability:
+        return Capability.CLOCK
 
     @property
     def primitive(self) -> str:
         return "skew_clock"
 
-    def params(self) -> dict[str, Any]:
-        """The offset, computed at injection for a jump_to (the journal records what was applied)."""
+    def offset_now(self) -> float:
+        """The offset to apply now: a jump_to becomes the distance to it at injection."""
         if self.jump_to is not None:
-            return {"offset_seconds": round(self.jump_to.timestamp() - time.time(), 6)}
-        return {"offset_seconds": self.offset_seconds}
+            return round(_aware(self.jump_to).timestamp() - time.time(), 6)
+        assert self.offset_seconds is not None
+        return self.offset_seconds
 
-    def options(self, session: ChaosSession, target: Target) -> dict[str, Any]:
-        probe = session.clock_probes.get(target.name)
-        return {"probe": probe} if probe else {}
+    def arguments(self) -> dict[str, Any]:
+        """The offset, computed at injection for a jump_to (the journal records what was applied)."""
+        return {"offset_seconds": self.offset_now()}
 
-    def restore_options(self, session: ChaosSession, target: Target) -> dict[str, Any]:
-        return self.options(session, target)
+    def apply(self, target: Clock, probe: Probe | None) -> Effect:
+        return target.skew_clock(self.offset_now())
 
-    def __repr__(self) -> str:
-        what = f"jump_to={self.jump_to.isoformat()}" if self.jump_to else f"offset_seconds={self.offset_seconds:+g}"
-        return f"clock_skew({self._target_name()!r}, {what}, duration={self.duration})"
+    def undo(self, target: Clock, probe: Probe | None) -> Effect:
+        return target.unskew()
 
 
 def _aware(value: datetime | str) -> datetime:

@@ -2,36 +2,41 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from k2.chaos.faults.base import Fault
-from k2.chaos.session import ChaosSession
-from k2.chaos.targets import CPU_PERIOD_US, Limits, Target
+from k2.chaos.effects import Effect
+from k2.chaos.faults.spec import FaultSpec
+from k2.chaos.targets.base import LimitValues
+from k2.chaos.targets.capabilities import CPU_PERIOD_US, Capability, Limits, Probe
 
 
-class ResourceLimit(Fault):
+@dataclass(frozen=True, kw_only=True, repr=False)
+class ResourceLimit(FaultSpec[Limits]):
     """`cpu_quota` in µs per 100 ms period (50000 = half a core); `mem_limit` like "512m" or "1g".
     The previous limits come back on restore."""
 
     kind = "resource_limit"
+    cpu_quota: int | None = 50000
+    mem_limit: str | int | None = "512m"
+    cpu_period: int = CPU_PERIOD_US
 
-    def __init__(
-        self,
-        target: Target | str,
-        cpu_quota: int | None = 50000,
-        mem_limit: str | int | None = "512m",
-        *,
-        duration_seconds: float | None = None,
-        cpu_period: int = CPU_PERIOD_US,
-        session: ChaosSession | None = None,
-    ) -> None:
-        self.limits = Limits.build(cpu_quota, mem_limit, cpu_period=cpu_period)
-        self.cpu_quota, self.mem_limit, self.cpu_period = cpu_quota, mem_limit, cpu_period
-        super().__init__(target, duration_seconds, session=session)
+    def check(self) -> None:
+        LimitValues.build(self.cpu_quota, self.mem_limit, cpu_period=self.cpu_period)
+
+    @property
+    def capability(self) -> Capability:
+        return Capability.LIMITS
 
     @property
     def primitive(self) -> str:
         return "limit"
 
-    def params(self) -> dict[str, Any]:
+    def arguments(self) -> dict[str, Any]:
         return {"cpu_quota": self.cpu_quota, "mem_limit": self.mem_limit, "cpu_period": self.cpu_period}
+
+    def apply(self, target: Limits, probe: Probe | None) -> Effect:
+        return target.limit(self.cpu_quota, self.mem_limit, cpu_period=self.cpu_period)
+
+    def undo(self, target: Limits, probe: Probe | None) -> Effect:
+        return target.unlimit()

@@ -2,51 +2,49 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
+from k2.chaos.effects import Effect
 from k2.chaos.errors import InvalidFault
-from k2.chaos.faults.base import Fault
-from k2.chaos.session import ChaosSession
-from k2.chaos.targets import Target
+from k2.chaos.faults.spec import FaultSpec
+from k2.chaos.targets.capabilities import Capability, Freeze, Lifecycle, Probe
 
-MODES = {"stop": "stop", "pause": "pause", "kill": "kill"}
+MODES = ("stop", "pause", "kill")
 
 
-class ServiceFailure(Fault):
-    """stop = graceful stop then start with the same command and data; pause = freeze the whole
-    process tree (the freezer cgroup, what `docker pause` uses); kill = SIGKILL then start."""
+@dataclass(frozen=True, kw_only=True, repr=False)
+class ServiceFailure(FaultSpec[Lifecycle | Freeze]):
+    """stop = graceful stop then start with the same command and data; pause = freeze the whole process
+    tree (the freezer cgroup, what `docker pause` uses); kill = SIGKILL then start."""
 
     kind = "service_failure"
+    mode: str = "stop"
 
-    def __init__(
-        self,
-        target: Target | str,
-        duration_seconds: float | None = 5,
-        mode: str = "stop",
-        *,
-        session: ChaosSession | None = None,
-    ) -> None:
-        if mode not in MODES:
-            raise InvalidFault(f"service_failure: unknown mode {mode!r}; use one of {', '.join(MODES)}")
-        self.mode = mode
-        super().__init__(target, duration_seconds, session=session)
+    def check(self) -> None:
+        if self.mode not in MODES:
+            raise InvalidFault(f"service_failure: unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
+
+    @property
+    def capability(self) -> Capability:
+        return Capability.FREEZE if self.mode == "pause" else Capability.LIFECYCLE
 
     @property
     def primitive(self) -> str:
-        return MODES[self.mode]
+        return self.mode
 
-    def params(self) -> dict[str, Any]:
+    def arguments(self) -> dict[str, Any]:
         return {}
 
-    def options(self, session: ChaosSession, target: Target) -> dict[str, Any]:
-        probe = session.probe_for(target)
-        return {"probe": probe} if self.mode == "pause" and probe else {}
+    def apply(self, target: Lifecycle | Freeze, probe: Probe | None) -> Effect:
+        if self.mode == "pause":
+            return cast(Freeze, target).pause(probe=probe)
+        service = cast(Lifecycle, target)
+        return service.stop() if self.mode == "stop" else service.kill()
 
-    def restore_options(self, session: ChaosSession, target: Target) -> dict[str, Any]:
+    def undo(self, target: Lifecycle | Freeze, probe: Probe | None) -> Effect:
         """A stopped or killed service counts as restored once it answers again, on every backend (a
         container runs well before the service in it listens)."""
-        probe = session.probe_for(target)
-        return {"probe": probe} if self.mode != "pause" and probe else {}
-
-    def __repr__(self) -> str:
-        return f"service_failure({self._target_name()!r}, mode={self.mode!r}, duration={self.duration})"
+        if self.mode == "pause":
+            return cast(Freeze, target).resume()
+        return cast(Lifecycle, target).start(probe=probe)

@@ -162,7 +162,8 @@ class Toxic:
                 "it is the probability that a connection is affected"
             )
         self.toxicity = float(toxicity)
-        if clients is not None and (isinstance(clients, str) or not all(isinstance(c, str) and c for c in clients)):
+        listed: object = clients  # checked as received: callers outside Python's types send anything
+        if listed is not None and (isinstance(listed, str) or not all(isinstance(c, str) and c for c in clients or ())):
             raise InvalidFault(
                 f"clients {clients!r} of toxic {self.name!r} must be a list of client labels; "
                 "get labels from proxy.client_listener(label)"

@@ -44,6 +44,7 @@ _FAULT_FIELDS = (
     "effect",
     "restore_effect",
     "error",
+    "notes",
 )
 
 
@@ -60,7 +61,8 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [jsonable(v) for v in value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return jsonable(dataclasses.asdict(value))
+        to_dict = getattr(value, "to_dict", None)  # typed effects say their own type and summary
+        return jsonable(to_dict() if callable(to_dict) else dataclasses.asdict(value))
     if isinstance(value, Path | datetime):
         return str(value)
     return repr(value) if not isinstance(value, bytes) else value.decode("utf-8", "replace")
@@ -77,7 +79,9 @@ def fault_to_dict(record: Any) -> dict[str, Any]:
     data["params"] = data["params"] or {}
     data["effect"] = data["effect"] or {}
     data["restore_effect"] = data["restore_effect"] or {}
-    return jsonable(data)
+    data["notes"] = data["notes"] or {}
+    converted: dict[str, Any] = jsonable(data)
+    return converted
 
 
 def recovery_time(ack_times: Sequence[float], restored_at: float | None) -> float | None:
@@ -222,7 +226,7 @@ class ScenarioResult:
         return result
 
     def to_dict(self) -> dict[str, Any]:
-        data = jsonable({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        data: dict[str, Any] = jsonable({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         data["outcome"] = self.outcome.value
         data["outcome_label"] = self.outcome.label
         data["action"] = self.action

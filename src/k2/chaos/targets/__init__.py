@@ -10,16 +10,39 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from k2.chaos.effects import Effect
 from k2.chaos.errors import InvalidFault
-from k2.chaos.targets.base import CPU_PERIOD_US, INVERSES, Effect, Limits, Probe, Target
+from k2.chaos.targets.base import CPU_PERIOD_US, LimitValues, Target
+from k2.chaos.targets.capabilities import (
+    INVERSES,
+    PROTOCOLS,
+    Capability,
+    Clock,
+    Disk,
+    Freeze,
+    Lifecycle,
+    Limits,
+    Network,
+    Probe,
+)
 
 __all__ = [
+    "BUILTIN",
     "CPU_PERIOD_US",
     "INVERSES",
+    "PROTOCOLS",
+    "Capability",
+    "Clock",
+    "Disk",
     "Effect",
+    "Freeze",
+    "Lifecycle",
+    "LimitValues",
     "Limits",
+    "Network",
     "Probe",
     "Target",
+    "builtin_class",
     "register_target",
     "target_from_description",
 ]
@@ -28,7 +51,7 @@ Factory = Callable[[Mapping[str, Any]], Target]
 
 _FACTORIES: dict[str, Factory] = {}
 # Backends shipped with K2, imported on first use so a recovery process loads only what it needs.
-_BUILTIN: dict[str, tuple[str, str]] = {
+BUILTIN: dict[str, tuple[str, str]] = {
     "process": ("k2.chaos.targets.process", "ProcessTarget"),
     "proxy": ("k2.chaos.targets.proxy", "ProxyTarget"),
     "disk": ("k2.chaos.targets.disk", "DiskTarget"),
@@ -43,18 +66,28 @@ def register_target(kind: str, factory: Factory) -> None:
     _FACTORIES[kind] = factory
 
 
+def builtin_class(kind: str) -> type[Target] | None:
+    """The class of a backend shipped with K2 (imported now), or None when its module is not there."""
+    module, cls = BUILTIN[kind]
+    try:
+        found: type[Target] = getattr(importlib.import_module(module), cls)
+    except ImportError:
+        return None
+    return found
+
+
 def target_from_description(desc: Mapping[str, Any]) -> Target:
     """Rebuild a target from its `describe()` output (possibly written by another process)."""
     kind = desc.get("kind")
     if not isinstance(kind, str):
         raise InvalidFault(f"target description without a kind: {dict(desc)!r}")
-    if kind not in _FACTORIES and kind in _BUILTIN:
-        module, cls = _BUILTIN[kind]
+    if kind not in _FACTORIES and kind in BUILTIN:
+        module, cls = BUILTIN[kind]
         register_target(kind, getattr(importlib.import_module(module), cls).from_description)
     factory = _FACTORIES.get(kind)
     if factory is None:
         raise InvalidFault(
-            f"no target backend registered for kind {kind!r} (known: {sorted(_FACTORIES | _BUILTIN)}); "
+            f"no target backend registered for kind {kind!r} (known: {sorted(_FACTORIES | BUILTIN)}); "
             "import the module that registers it before recovering"
         )
     return factory(desc)

@@ -1,7 +1,8 @@
 """The `Target` protocol every backend implements, and the values its primitives share.
 
-A target is one service of the declared stack (a local process tree, a container, a pod). Each
-primitive has an inverse; every inverse is idempotent and takes no required arguments, so the
+A target is one service of the declared stack (a local process tree, a container, a fault proxy's view
+of it, its data filesystem). What it can do is in `capabilities` (see `k2.chaos.targets.capabilities`);
+each primitive has an inverse, and every inverse is idempotent and takes no required arguments, so the
 journal can undo a fault from a `describe()` dict alone, in another process, after a crash.
 """
 
@@ -10,65 +11,33 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from k2.chaos.errors import InvalidFault
+from k2.chaos.targets.capabilities import CPU_PERIOD_US, Capability, Probe
 from k2.chaos.units import format_size, parse_size
 
 __all__ = [
     "CPU_PERIOD_US",
-    "INVERSES",
     "MIN_MEM_LIMIT",
-    "Effect",
-    "Limits",
+    "LimitValues",
     "Probe",
     "Target",
+    "probe_rtt_ms",
     "wait_until",
 ]
 
-# The seed's unit: cpu_quota is microseconds of CPU per 100 ms period (50000 = half a core).
-CPU_PERIOD_US = 100_000
 # The kernel refuses periods and quotas below 1 ms and periods above 1 s.
 _MIN_QUOTA_US = 1_000
 _MAX_PERIOD_US = 1_000_000
 # Below this a process cannot even start; such a limit tests nothing but the kernel.
 MIN_MEM_LIMIT = 1 << 20
 
-# primitive -> its inverse. The journal calls the inverse with no arguments to undo a fault.
-INVERSES: dict[str, str] = {
-    "stop": "start",
-    "kill": "start",
-    "pause": "resume",
-    "limit": "unlimit",
-    "isolate": "rejoin",
-    "shape": "unshape",
-    "fill_disk": "free_disk",
-    "skew_clock": "unskew",
-}
-
-Probe = Callable[[float], bool]
-"""`probe(timeout_s)` returns True if the service answered within `timeout_s` (e.g. a TCP connect)."""
-
-
-@dataclass
-class Effect:
-    """What a primitive measured: enough to tell a fault that took from one that silently did not."""
-
-    primitive: str
-    target: str
-    started_at: float  # wall clock, seconds since the epoch
-    duration_s: float  # time the primitive took, monotonic
-    measured: dict[str, Any] = field(default_factory=dict)
-    changed: bool = True  # False when the call found nothing to do (an idempotent inverse)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class Limits:
-    """Validated resource limits; build with `Limits.build` so bad values never reach a cgroup."""
+class LimitValues:
+    """Validated resource limits; build with `LimitValues.build` so bad values never reach a cgroup."""
 
     cpu_quota_us: int | None
     cpu_period_us: int
@@ -83,7 +52,7 @@ class Limits:
         cpu_period: object = CPU_PERIOD_US,
         cores: int | None = None,
         mem_total: int | None = None,
-    ) -> Limits:
+    ) -> LimitValues:
         """Validate the seed's parameters: `cpu_quota` in µs per `cpu_period` µs, `mem_limit` like "512m".
 
         `cores` bounds the quota (more than period x cores cannot be used); `mem_total` bounds the
@@ -155,43 +124,15 @@ def probe_rtt_ms(probe: Probe | None, timeout: float = 10.0) -> float | None:
 
 @runtime_checkable
 class Target(Protocol):
-    """One service's handle. Inject primitives raise `InjectionFailed` when the effect did not take
-    (after undoing what they did); inverses raise `RestoreFailed`; a backend that cannot do a
-    primitive raises `Unsupported` saying why and what would make it work."""
+    """One service's handle on one backend. Inject primitives raise `InjectionFailed` when the effect did
+    not take (after undoing what they did); inverses raise `RestoreFailed`; a backend that cannot do a
+    primitive here raises `Unsupported` saying why and what would make it work. `capabilities` says which
+    of the protocols in `k2.chaos.targets.capabilities` the class implements."""
 
     kind: str
     name: str
+    capabilities: ClassVar[frozenset[Capability]]
 
     def describe(self) -> dict[str, Any]:
         """JSON-able state from which `k2.chaos.targets.target_from_description` rebuilds this target."""
-        ...
-
-    def stop(self, timeout: float | None = None) -> Effect:
-        """Stop gracefully (the service's stop signal, then SIGKILL after `timeout`). Inverse: start."""
-        ...
-
-    def kill(self, timeout: float | None = None) -> Effect:
-        """SIGKILL the whole service at once. Inverse: start."""
-        ...
-
-    def start(self, timeout: float | None = None, probe: Probe | None = None) -> Effect:
-        """Start the service with its data and wait until it is healthy (and `probe` answers); no-op if it runs."""
-        ...
-
-    def pause(self, timeout: float = 10.0, probe: Probe | None = None) -> Effect:
-        """Freeze every process of the service. Inverse: resume."""
-        ...
-
-    def resume(self, timeout: float = 10.0, probe: Probe | None = None) -> Effect:
-        """Thaw the service; no-op if it is not paused."""
-        ...
-
-    def limit(
-        self, cpu_quota: int | None = None, mem_limit: str | int | None = None, *, cpu_period: int = CPU_PERIOD_US
-    ) -> Effect:
-        """Constrain CPU (µs per period) and/or memory. Inverse: unlimit."""
-        ...
-
-    def unlimit(self, timeout: float = 10.0) -> Effect:
-        """Remove the limits and restore the previous ones; no-op if none are applied."""
         ...

@@ -16,11 +16,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from k2.chaos import faketime
+from k2.chaos.effects import Skewed, Unskewed, measure
 from k2.chaos.errors import InjectionFailed, InvalidFault, RestoreFailed, Unsupported
-from k2.chaos.targets.base import Effect
+from k2.chaos.targets.capabilities import Capability
 
 __all__ = ["ClockProbe", "ClockTarget"]
 
@@ -33,16 +34,22 @@ TOLERANCE_S = 0.5  # on top of the probe's resolution
 
 class ClockTarget:
     kind = "clock"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.CLOCK})
+    limitations: ClassVar[dict[str, str]] = {
+        "clock_skew": "processes armed with libfaketime at start (not static binaries: tansu, weed)"
+    }
 
     def __init__(
         self, name: str, clock_dir: str | None, *, service_pid: Callable[[], int | None] | None = None,
-        unsupported: str | None = None,
+        unsupported: str | None = None, probe: ClockProbe | None = None,
     ) -> None:  # fmt: skip
-        """`service_pid()`: the pid of the service whose clock this is, now (None: any armed process counts)."""
+        """`service_pid()`: the pid of the service whose clock this is, now (None: any armed process counts);
+        `probe`: reads the service's own clock, used when a primitive is given none."""
         if clock_dir is None and unsupported is None:
             raise InvalidFault(f"clock target {name}: give its clock dir, or why it has none")
         self.name, self.clock_dir, self.unsupported = name, clock_dir, unsupported
         self._service_pid = service_pid
+        self.probe = probe
 
     @classmethod
     def from_description(cls, desc: Mapping[str, Any]) -> ClockTarget:
@@ -53,9 +60,10 @@ class ClockTarget:
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "name": self.name, "clock_dir": self.clock_dir, "unsupported": self.unsupported}
 
-    def skew_clock(self, offset_seconds: float, probe: ClockProbe | None = None) -> Effect:
+    def skew_clock(self, offset_seconds: float, probe: ClockProbe | None = None) -> Skewed:
         """Shift the domain's wall clock by `offset_seconds` (negative: behind). Inverse: unskew."""
         clock_dir = self._dir()
+        probe = probe or self.probe
         t0, wall = time.monotonic(), time.time()
         armed = faketime.armed_pids(clock_dir)
         if self._service_pid is not None:  # a service's clock: its own process must follow the file
@@ -73,21 +81,27 @@ class ClockTarget:
             faketime.write_offset(clock_dir, 0.0)
             raise
         measured |= {"offset_s": offset_seconds, "armed_pids": armed}
-        return Effect("skew_clock", self.name, wall, time.monotonic() - t0, measured)
+        observed = measured.get("service_offset_s", measured.get("reader_offset_s"))
+        return measure(Skewed, "skew_clock", self.name, self.kind, t0, wall, offset_seconds=offset_seconds,
+                       observed_offset_s=observed, detail=measured)  # fmt: skip
 
-    def unskew(self, probe: ClockProbe | None = None) -> Effect:
+    def unskew(self, probe: ClockProbe | None = None) -> Unskewed:
         """Back to the true time. Idempotent; a domain K2 cannot arm has nothing to undo."""
         t0, wall = time.monotonic(), time.time()
         if self.unsupported is not None:
-            return Effect("unskew", self.name, wall, 0.0, {"unsupported": self.unsupported}, changed=False)
+            return measure(Unskewed, "unskew", self.name, self.kind, t0, wall, changed=False,
+                           detail={"unsupported": self.unsupported})  # fmt: skip
         clock_dir = self._dir()
         if not (clock_dir / faketime.OFFSET).exists():  # never prepared: no process can have followed it
-            return Effect("unskew", self.name, wall, 0.0, {"clock_dir": str(clock_dir), "absent": True}, False)
+            return measure(Unskewed, "unskew", self.name, self.kind, t0, wall, changed=False,
+                           detail={"clock_dir": str(clock_dir), "absent": True})  # fmt: skip
         previous = faketime.read_offset(clock_dir)
         faketime.write_offset(clock_dir, 0.0)
-        measured = self._settle(clock_dir, 0.0, probe, RestoreFailed)
+        measured = self._settle(clock_dir, 0.0, probe or self.probe, RestoreFailed)
         measured["previous_offset_s"] = previous
-        return Effect("unskew", self.name, wall, time.monotonic() - t0, measured, changed=previous != 0.0)
+        observed = measured.get("service_offset_s", measured.get("reader_offset_s"))
+        return measure(Unskewed, "unskew", self.name, self.kind, t0, wall, observed_offset_s=observed,
+                       changed=previous != 0.0, detail=measured)  # fmt: skip
 
     def _dir(self) -> Path:
         if self.unsupported is not None:

@@ -18,10 +18,12 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
+from k2.chaos.effects import Effect, Frozen, Started, Stopped, Thawed, measure
 from k2.chaos.errors import InjectionFailed, InvalidFault, RestoreFailed
-from k2.chaos.targets.base import INVERSES, Effect, Probe, wait_until
+from k2.chaos.targets.base import Probe, wait_until
+from k2.chaos.targets.capabilities import Capability
 from k2.chaos.targets.docker_engine import (
     LABEL_CHAOS,
     LABEL_CHAOS_SERVICE,
@@ -46,13 +48,28 @@ __all__ = ["ContainerNotFound", "DockerTarget"]
 
 log = logging.getLogger(__name__)
 
-INVERSES.setdefault("fill_disk", "free_disk")
+E = TypeVar("E", bound=Effect)
 
 
 class DockerTarget(FaultsMixin):
     """A container K2 may fault (see the module doc); implements the `Target` primitives."""
 
     kind = "docker"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.LIFECYCLE, Capability.FREEZE, Capability.LIMITS, Capability.NETWORK, Capability.DISK}
+    )
+    # What `k2 chaos list` says of this backend (see k2.chaos.faults.catalogue).
+    unsupported: ClassVar[dict[str, str]] = {
+        toxic: "exists only in the fault proxy (route the service through it)"
+        for toxic in ("reset_peer", "timeout", "slow_close", "slicer", "limit_data")
+    }
+    limitations: ClassVar[dict[str, str]] = {
+        "network_partition": "disconnects the container: both directions, every peer (one-way or per-client "
+        "partitions need the fault proxy)",
+        "latency": "tc netem in the container: needs netem in the host kernel, NET_ADMIN and tc in the image",
+        "bandwidth": "tc tbf in the container: needs NET_ADMIN and tc in the image",
+        "disk_fill": "fills the container's data volume; the engine must run on this machine",
+    }
 
     def __init__(
         self,
@@ -187,7 +204,8 @@ class DockerTarget(FaultsMixin):
         import docker.errors
 
         try:
-            return self.client.api.inspect_container(self.container_id)
+            attrs: dict[str, Any] = self.client.api.inspect_container(self.container_id)
+            return attrs
         except docker.errors.NotFound:
             return None
 
@@ -219,10 +237,10 @@ class DockerTarget(FaultsMixin):
             self._info = self.client.info()
         return self._info
 
-    def _effect(self, primitive: str, t0: float, wall: float, measured: dict[str, Any], changed: bool = True) -> Effect:
-        effect = Effect(primitive, self.name, wall, time.monotonic() - t0, measured, changed)
+    def _effect(self, cls: type[E], primitive: str, t0: float, wall: float, **fields: Any) -> E:
+        effect = measure(cls, primitive, self.name, self.kind, t0, wall, **fields)
         log.info("docker %s %s (%s): %.3fs %s", primitive, self.name, self.container_id[:12], effect.duration_s,
-                 measured)  # fmt: skip
+                 effect.summary())  # fmt: skip
         return effect
 
     def _wait_state(self, check: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any] | None:
@@ -238,7 +256,7 @@ class DockerTarget(FaultsMixin):
 
     # -- stop / kill / start -----------------------------------------------------------------------
 
-    def stop(self, timeout: float | None = None) -> Effect:
+    def stop(self, timeout: float | None = None) -> Stopped:
         """`docker stop`: the image's stop signal, SIGKILL after `timeout` s (default: the container's
         own stop timeout, else 10). Docker marks it stopped by hand, so no restart policy brings it back."""
         import docker.errors
@@ -256,10 +274,11 @@ class DockerTarget(FaultsMixin):
         if after is None:
             raise InjectionFailed(f"{self.name}: still running 10 s after docker stop returned; see docker logs")
         code = after["State"]["ExitCode"]
-        measured = {"grace_s": grace, "exit_code": code, "sigkilled": code == 137, "stop_s": time.monotonic() - t0}
-        return self._effect("stop", t0, wall, measured)
+        signal_name = str(attrs["Config"].get("StopSignal") or "SIGTERM")
+        return self._effect(Stopped, "stop", t0, wall, signal=signal_name, gone=True, escalated=code == 137,
+                            exit_code=code, exit_s=time.monotonic() - t0, detail={"grace_s": grace})  # fmt: skip
 
-    def kill(self, timeout: float | None = None) -> Effect:
+    def kill(self, timeout: float | None = None) -> Stopped:
         """SIGKILL every process of the container at once (`docker kill`). A restart policy may start
         it again at once; that is reported, as it is what such a service does after a crash."""
         import docker.errors
@@ -280,15 +299,12 @@ class DockerTarget(FaultsMixin):
         after = self._wait_state(died, timeout or 10.0)
         if after is None:
             raise InjectionFailed(f"{self.name}: still running {timeout or 10.0:g}s after SIGKILL; check `docker ps`")
-        measured = {
-            "signal": "SIGKILL",
-            "exit_code": after["State"]["ExitCode"],
-            "restarted_by_policy": after["State"]["Running"],
-            "kill_s": time.monotonic() - t0,
-        }
-        return self._effect("kill", t0, wall, measured)
+        restarted = bool(after["State"]["Running"])
+        return self._effect(Stopped, "kill", t0, wall, signal="SIGKILL", gone=True,
+                            exit_code=after["State"]["ExitCode"], exit_s=time.monotonic() - t0,
+                            detail={"restarted_by_policy": restarted})  # fmt: skip
 
-    def start(self, timeout: float | None = None, probe: Probe | None = None) -> Effect:
+    def start(self, timeout: float | None = None, probe: Probe | None = None) -> Started:
         """Start the container with its data and wait until it runs, is healthy (if it has a health
         check) and `probe` answers (if given). A no-op if it runs, so recovery may call it anytime."""
         import docker.errors
@@ -296,9 +312,9 @@ class DockerTarget(FaultsMixin):
         t0, wall = time.monotonic(), time.time()
         attrs = self._inspect()
         if attrs is None:
-            return self._effect("start", t0, wall, {"container_gone": True}, False)
+            return self._effect(Started, "start", t0, wall, changed=False, detail={"container_gone": True})
         if attrs["State"].get("Running"):
-            return self._effect("start", t0, wall, {"already_running": True}, False)
+            return self._effect(Started, "start", t0, wall, already_running=True, changed=False)
         deadline = timeout or self.start_timeout
         try:
             self.client.api.start(self.container_id)
@@ -324,15 +340,16 @@ class DockerTarget(FaultsMixin):
         ready_s = time.monotonic() - t0
         if probe is not None and not wait_until(lambda: probe(1.0), max(1.0, deadline - ready_s), cap=0.2):
             raise RestoreFailed(f"{self.name}: started, but the probe got no answer within {deadline:g}s")
+        answered = None if probe is None else True
         before = {e["name"]: e.get("ipv4") for e in self.baseline.get("networks", [])}
         now = {e["name"]: e.get("ipv4") for e in snapshot(after)}
         changed = sorted(n for n, ip in now.items() if before.get(n) not in (None, ip))
-        measured = {"ready_s": ready_s, "healthy": has_health or None, "addresses": now, "addresses_changed": changed}
-        return self._effect("start", t0, wall, measured)
+        detail = {"healthy": has_health or None, "addresses": now, "addresses_changed": changed}
+        return self._effect(Started, "start", t0, wall, ready_s=ready_s, answered=answered, detail=detail)
 
     # -- pause / resume ----------------------------------------------------------------------------
 
-    def pause(self, timeout: float = 10.0, probe: Probe | None = None) -> Effect:
+    def pause(self, timeout: float = 10.0, probe: Probe | None = None) -> Frozen:
         """`docker pause` (the freezer cgroup). Verified: State.Paused, the freezer group FROZEN when
         the engine runs here, and `probe` (if given) unanswered; on failure it unpauses and raises."""
         import docker.errors
@@ -357,17 +374,17 @@ class DockerTarget(FaultsMixin):
         except InjectionFailed:
             self.resume(timeout)
             raise
-        measured = {"paused": True, "freezer_state": frozen, "pause_s": pause_s, "probe_answered": answered}
-        return self._effect("pause", t0, wall, measured)
+        return self._effect(Frozen, "pause", t0, wall, frozen=True, freezer_state=frozen, answered=answered,
+                            detail={"paused": True, "pause_s": pause_s})  # fmt: skip
 
-    def resume(self, timeout: float = 10.0, probe: Probe | None = None) -> Effect:
+    def resume(self, timeout: float = 10.0, probe: Probe | None = None) -> Thawed:
         """`docker unpause`; a no-op if it is not paused (or gone). With `probe`, waits for an answer."""
         import docker.errors
 
         t0, wall = time.monotonic(), time.time()
         attrs = self._inspect()
         if attrs is None or not attrs["State"].get("Paused"):
-            return self._effect("resume", t0, wall, {"paused": False, "container_gone": attrs is None}, False)
+            return self._effect(Thawed, "resume", t0, wall, changed=False, detail={"container_gone": attrs is None})
         try:
             self.client.api.unpause(self.container_id)
         except docker.errors.APIError as exc:
@@ -382,5 +399,5 @@ class DockerTarget(FaultsMixin):
             answered = wait_until(lambda: probe(1.0), timeout, cap=0.2)
             if not answered:
                 raise RestoreFailed(f"{self.name}: unpaused, but the probe got no answer within {timeout:g}s")
-        measured = {"paused": False, "freezer_state": freezer_state(host_pid(after)), "probe_answered": answered}
-        return self._effect("resume", t0, wall, measured)
+        return self._effect(Thawed, "resume", t0, wall, freezer_state=freezer_state(host_pid(after)), answered=answered,
+                            detail={"paused": False})  # fmt: skip

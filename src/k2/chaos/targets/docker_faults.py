@@ -12,11 +12,12 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from k2.chaos.cgroups import CPU, MEMORY, Cgroup, cgroup_of, read_counters
+from k2.chaos.effects import Effect, Filled, Freed, Healed, Limited, Partitioned, Shaped, Unlimited
 from k2.chaos.errors import ChaosError, InjectionFailed, InvalidFault, RestoreFailed, Unsupported
-from k2.chaos.targets.base import CPU_PERIOD_US, Effect, Limits, Probe, probe_rtt_ms, wait_until
+from k2.chaos.targets.base import CPU_PERIOD_US, LimitValues, Probe, probe_rtt_ms, wait_until
 from k2.chaos.targets.docker_engine import api_error, cgroup_values, host_pid, reach
 from k2.chaos.targets.docker_extras import (
     FILL_PREFIX,
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PARTITION_MODES = ("refuse", "blackhole")
+E = TypeVar("E", bound=Effect)
 
 
 class FaultsMixin:
@@ -66,9 +68,7 @@ class FaultsMixin:
         def _running(self, primitive: str, *, paused_ok: bool = False) -> dict[str, Any]: ...
         def _engine_info(self) -> dict[str, Any]: ...
         def _refresh_baseline(self, attrs: Mapping[str, Any] | None = None) -> None: ...
-        def _effect(
-            self, primitive: str, t0: float, wall: float, measured: dict[str, Any], changed: bool = True
-        ) -> Effect: ...
+        def _effect(self, cls: type[E], primitive: str, t0: float, wall: float, **fields: Any) -> E: ...
 
     # -- limit / unlimit ---------------------------------------------------------------------------
 
@@ -80,7 +80,7 @@ class FaultsMixin:
         cpu_period: int = CPU_PERIOD_US,
         memswap_limit: str | int | None = None,
         timeout: float = 10.0,
-    ) -> Effect:
+    ) -> Limited:
         """Live `docker update` of cpu_quota/cpu_period and mem_limit/memswap_limit (memswap defaults
         to mem_limit: no swap on top). Verified with inspect and, when the engine runs here, the cgroup
         files. A memory limit below what the container uses is refused by the kernel (InjectionFailed)."""
@@ -88,7 +88,7 @@ class FaultsMixin:
 
         t0, wall = time.monotonic(), time.time()
         info = self._engine_info()
-        limits = Limits.build(cpu_quota, mem_limit, cpu_period=cpu_period, cores=info.get("NCPU"),
+        limits = LimitValues.build(cpu_quota, mem_limit, cpu_period=cpu_period, cores=info.get("NCPU"),
                               mem_total=info.get("MemTotal"))  # fmt: skip
         attrs = self._attrs()
         if self.applied["limited"]:
@@ -122,11 +122,14 @@ class FaultsMixin:
             if isinstance(exc, InjectionFailed):
                 raise
             raise InjectionFailed(f"{self.name}: the engine refused limits {update}: {api_error(exc)}") from exc
-        measured = {"requested": update, "inspect": resources(after), "cgroup": cgroup,
-                    "original": self.baseline.get("resources"), "update_s": time.monotonic() - t0}  # fmt: skip
-        return self._effect("limit", t0, wall, measured)
+        now = resources(after)
+        detail = {"requested": update, "inspect": now, "cgroup": cgroup, "original": self.baseline.get("resources")}
+        return self._effect(Limited, "limit", t0, wall,
+                            cpu_quota_us=now["CpuQuota"] if "cpu_quota" in update else None,
+                            cpu_period_us=effective(now)["CpuPeriod"] if "cpu_quota" in update else None,
+                            mem_bytes=now["Memory"] if "mem_limit" in update else None, detail=detail)  # fmt: skip
 
-    def unlimit(self, timeout: float = 10.0) -> Effect:
+    def unlimit(self, timeout: float = 10.0) -> Unlimited:
         """Restore the baseline limits (see docker_limits for how "no limit" is written back) and
         verify them with inspect and the cgroup files; records the hold's throttling and memory peak."""
         import docker.errors
@@ -136,7 +139,7 @@ class FaultsMixin:
         original = self.baseline.get("resources")
         if attrs is None or not original:
             self.applied["limited"] = None
-            return self._effect("unlimit", t0, wall, {"container_gone": attrs is None}, False)
+            return self._effect(Unlimited, "unlimit", t0, wall, changed=False, detail={"container_gone": attrs is None})
         held = _hold_counters(host_pid(attrs), attrs)
         update = restore_update(resources(attrs), original)
         try:
@@ -155,8 +158,20 @@ class FaultsMixin:
         if wrong:
             raise RestoreFailed(f"{self.name}: limits not restored: {wrong}; `k2 chaos recover` retries")
         self.applied["limited"] = None
-        measured = {"update": update, "inspect": resources(after), "cgroup": cgroup, **held}
-        return self._effect("unlimit", t0, wall, measured, bool(update))
+        cpu, memory = held.get("cpu", {}).get("counters", {}), held.get("memory", {}).get("counters", {})
+        return self._effect(
+            Unlimited,
+            "unlimit",
+            t0,
+            wall,
+            restored=True,
+            throttled_periods=cpu.get("nr_throttled"),
+            throttled_ns=cpu.get("throttled_time"),
+            oom_kills=memory.get("oom_kill"),
+            peak_mem_bytes=memory.get("max_usage_in_bytes"),
+            changed=bool(update),
+            detail={"update": update, "inspect": resources(after), "cgroup": cgroup, **held},
+        )
 
     # -- isolate / rejoin --------------------------------------------------------------------------
 
@@ -169,7 +184,7 @@ class FaultsMixin:
         *,
         networks: Sequence[str] | None = None,
         verify_timeout: float = 0.3,
-    ) -> Effect:
+    ) -> Partitioned:
         """Partition: disconnect the container from its networks (all, or the named ones), cutting it
         off from every peer both ways. Verified: inspect lists none of them, and (engine here) TCP
         connections to its former addresses and published ports fail; `probe` unanswered."""
@@ -214,16 +229,16 @@ class FaultsMixin:
             if isinstance(exc, InjectionFailed):
                 raise
             raise InjectionFailed(f"{self.name}: docker network disconnect failed: {api_error(exc)}") from exc
-        measured = {
-            "mode": mode,
+        detail = {
             "networks": {e["name"]: {"ipv4": e["ipv4"], "aliases": e["aliases"]} for e in entries},
             "disconnect_s": disconnect_s,
             "connect_attempts": attempts,
-            "probe_answered": answered,
         }
-        return self._effect("isolate", t0, wall, measured)
+        seen = sorted(set(attempts.values()))
+        return self._effect(Partitioned, "isolate", t0, wall, mode=mode, direction=direction,
+                            new_connections=", ".join(seen) or None, answered=answered, detail=detail)  # fmt: skip
 
-    def rejoin(self, timeout: float = 10.0, probe: Probe | None = None) -> Effect:
+    def rejoin(self, timeout: float = 10.0, probe: Probe | None = None) -> Healed:
         """Reconnect every recorded network the container is not on, with the same aliases, links
         and addresses (see docker_net for auto-assigned subnets). Idempotent."""
         t0, wall = time.monotonic(), time.time()
@@ -231,7 +246,7 @@ class FaultsMixin:
         entries = self.baseline.get("networks", [])
         if attrs is None:
             self.applied["isolated"] = []
-            return self._effect("rejoin", t0, wall, {"container_gone": True}, False)
+            return self._effect(Healed, "rejoin", t0, wall, changed=False, detail={"container_gone": True})
         connected = set(attrs["NetworkSettings"].get("Networks") or {})
         how = reconnect(self.client, self.container_id, entries, connected)
         after = self._attrs()
@@ -246,10 +261,9 @@ class FaultsMixin:
             if not answered:
                 raise RestoreFailed(f"{self.name}: reconnected, but the probe got no answer within {timeout:g}s")
         self.applied["isolated"] = []
-        measured = {"reconnected": how, "addresses": {e["name"]: e["ipv4"] for e in snapshot(after)},
-                    "addresses_changed": wrong["addresses"], "published": published_addresses(after),
-                    "probe_answered": answered}  # fmt: skip
-        return self._effect("rejoin", t0, wall, measured, bool(how))
+        detail = {"reconnected": how, "addresses": {e["name"]: e["ipv4"] for e in snapshot(after)},
+                  "addresses_changed": wrong["addresses"], "published": published_addresses(after)}  # fmt: skip
+        return self._effect(Healed, "rejoin", t0, wall, answered=answered, changed=bool(how), detail=detail)
 
     # -- shape / unshape ---------------------------------------------------------------------------
 
@@ -261,7 +275,7 @@ class FaultsMixin:
         attributes: Mapping[str, Any] | None = None,
         clients: Sequence[str] | None = None,
         probe: Probe | None = None,
-    ) -> Effect:
+    ) -> Shaped:
         """`tc` inside the container on each of its interfaces: netem delay for latency, tbf for
         bandwidth. Raises `Unsupported` naming the obstacle (no netem, no NET_ADMIN, no tc) and the
         fault-proxy route when the container cannot do it."""
@@ -281,11 +295,11 @@ class FaultsMixin:
                 self.unshape()
                 raise self._tc_error(out, code)
         shown = self._exec(["tc", "qdisc", "show", "dev", interfaces[0]])[1] if interfaces else ""
-        measured = {"toxic": toxic, "attributes": dict(attributes or {}), "commands": commands, "qdisc": shown,
-                    "probe_rtt_ms_before": baseline_ms, "probe_rtt_ms_with": probe_rtt_ms(probe)}  # fmt: skip
-        return self._effect("shape", t0, wall, measured)
+        return self._effect(Shaped, "shape", t0, wall, toxic=toxic, stream=stream, attributes=dict(attributes or {}),
+                            rtt_ms_before=baseline_ms, rtt_ms_with=probe_rtt_ms(probe),
+                            detail={"commands": commands, "qdisc": shown})  # fmt: skip
 
-    def unshape(self) -> Effect:
+    def unshape(self) -> Healed:
         """Delete the root qdisc K2 put on each interface (netem or tbf only). Idempotent."""
         t0, wall = time.monotonic(), time.time()
         attrs = self._inspect()
@@ -300,7 +314,7 @@ class FaultsMixin:
                         raise RestoreFailed(f"{self.name}: tc qdisc del on {interface} failed: {out.strip()}")
                     removed.append(interface)
         self.applied["shaped"] = []
-        return self._effect("unshape", t0, wall, {"removed_from": removed}, bool(removed))
+        return self._effect(Healed, "unshape", t0, wall, changed=bool(removed), detail={"removed_from": removed})
 
     def _exec(self, argv: list[str]) -> tuple[int, str]:
         import docker.errors
@@ -327,7 +341,7 @@ class FaultsMixin:
     def fill_disk(
         self, size: str | int | None = None, fullness: float | None = None, *, path: str | None = None,
         shared_ok: bool = False,
-    ) -> Effect:  # fmt: skip
+    ) -> Filled:  # fmt: skip
         """Write one file into the container's data volume (the mount at `path`, else the first
         volume) until `size` bytes or `fullness` of its filesystem is used; verified with df."""
         t0, wall = time.monotonic(), time.time()
@@ -340,11 +354,11 @@ class FaultsMixin:
         if after["used"] - before["used"] < min(written, before["avail"]) * 0.9:
             file.unlink(missing_ok=True)
             raise InjectionFailed(f"{self.name}: wrote {written} bytes to {file} but df shows {after} (was {before})")
-        measured = {"mount": mount["Destination"], "file": str(file), "bytes": written, "df_before": before,
-                    "df_after": after, "fullness": round(after["used"] / max(1, after["total"]), 4)}  # fmt: skip
-        return self._effect("fill_disk", t0, wall, measured)
+        return self._effect(Filled, "fill_disk", t0, wall, path=str(directory), file=str(file), bytes_written=written,
+                            fullness=round(after["used"] / max(1, after["total"]), 4), avail_bytes=after["avail"],
+                            detail={"mount": mount["Destination"], "df_before": before, "df_after": after})  # fmt: skip
 
-    def free_disk(self) -> Effect:
+    def free_disk(self) -> Freed:
         """Remove every fill file K2 wrote into the container's mounts. Idempotent."""
         t0, wall = time.monotonic(), time.time()
         attrs = self._inspect()
@@ -357,7 +371,8 @@ class FaultsMixin:
                     removed.append(str(file))
                 free[str(directory)] = df(directory)
         self.applied["filled"] = []
-        return self._effect("free_disk", t0, wall, {"removed": removed, "df_after": free}, bool(removed))
+        return self._effect(Freed, "free_disk", t0, wall, removed=tuple(removed), changed=bool(removed),
+                            detail={"df_after": free})  # fmt: skip
 
 
 def _hold_counters(pid: int | None, attrs: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,11 +21,13 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from k2.chaos.cgroups import CPU, FREEZER, MEMORY, TreeGroups, cgroup_of, home_of
+from k2.chaos.effects import Frozen, Limited, Started, Stopped, Thawed, Unlimited, measure
 from k2.chaos.errors import InjectionFailed, InvalidFault, RestoreFailed, UnsafeTarget, Unsupported
-from k2.chaos.targets.base import CPU_PERIOD_US, Effect, Limits, Probe, wait_until
+from k2.chaos.targets.base import CPU_PERIOD_US, LimitValues, Probe, wait_until
+from k2.chaos.targets.capabilities import Capability
 from k2.chaos.units import parse_duration, parse_signal
 
 __all__ = ["PidSource", "ProcStat", "ProcessSpec", "ProcessTarget", "is_alive", "proc_stat", "process_tree"]
@@ -208,6 +210,13 @@ class ProcessTarget:
     """
 
     kind = "process"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.LIFECYCLE, Capability.FREEZE, Capability.LIMITS}
+    )
+    limitations: ClassVar[dict[str, str]] = {
+        "service_failure": "pause needs root and the cgroup v1 freezer",
+        "resource_limit": "needs root and the cgroup v1 cpu and memory controllers",
+    }
 
     def __init__(
         self,
@@ -288,7 +297,7 @@ class ProcessTarget:
 
     # -- stop / kill / start -------------------------------------------------------------
 
-    def stop(self, timeout: float | None = None) -> Effect:
+    def stop(self, timeout: float | None = None) -> Stopped:
         """Send the stop signal to the leader, wait for it to exit, SIGKILL the tree after `timeout`.
 
         Descendants still alive after the leader exited are SIGKILLed too: a stopped service
@@ -296,11 +305,11 @@ class ProcessTarget:
         """
         return self._end("stop", self._stop_signal, timeout or self.spec.stop_timeout)
 
-    def kill(self, timeout: float | None = None) -> Effect:
+    def kill(self, timeout: float | None = None) -> Stopped:
         """SIGKILL every process of the tree at once and wait until all are gone."""
         return self._end("kill", signal.SIGKILL, timeout or 10.0)
 
-    def _end(self, primitive: str, sig: signal.Signals, timeout: float) -> Effect:
+    def _end(self, primitive: str, sig: signal.Signals, timeout: float) -> Stopped:
         t0, wall = time.monotonic(), time.time()
         members = self._require_members(primitive)
         if self._frozen():
@@ -319,15 +328,10 @@ class ProcessTarget:
         if not wait_until(lambda: not any(is_alive(*m) for m in members), 10.0):
             alive = [p for p, s in members if is_alive(p, s)]
             raise InjectionFailed(f"{self.name}: pids {alive} survived SIGKILL for 10 s; check `ps` for 'D' state")
-        measured = {
-            "signal": sig.name,
-            "pids": [p for p, _ in members],
-            "exited_on_signal": exited,
-            "exit_s": round(exit_s, 4),
-            "sigkilled": [p for p, _ in leftovers],
-            "gone": True,
-        }
-        return Effect(primitive, self.name, wall, time.monotonic() - t0, measured)
+        detail = {"pids": [p for p, _ in members], "exited_on_signal": exited, "sigkilled": [p for p, _ in leftovers]}
+        return measure(Stopped, primitive, self.name, self.kind, t0, wall, signal=sig.name, gone=True,
+                       escalated=bool(leftovers) and sig != signal.SIGKILL, exit_s=round(exit_s, 4),
+                       detail=detail)  # fmt: skip
 
     def _require_members(self, primitive: str) -> list[tuple[int, int]]:
         members = self.members()
@@ -338,7 +342,7 @@ class ProcessTarget:
             )
         return members
 
-    def start(self, timeout: float | None = None, probe: Probe | None = None) -> Effect:
+    def start(self, timeout: float | None = None, probe: Probe | None = None) -> Started:
         """Run `restart_argv` (in its own session, with a deadline) and re-read the new pid.
 
         A no-op if the service already runs, so recovery can call it after any crash.
@@ -346,7 +350,8 @@ class ProcessTarget:
         t0, wall = time.monotonic(), time.time()
         previous = self.pid
         if self.running or self._adopt_from_source():
-            return Effect("start", self.name, wall, time.monotonic() - t0, {"already_running": True}, False)
+            return measure(Started, "start", self.name, self.kind, t0, wall, already_running=True, pid=self.pid,
+                           changed=False)  # fmt: skip
         if not self.spec.restart_argv:
             raise Unsupported(
                 f"{self.name}: cannot start it again, its spec has no restart_argv: give the command "
@@ -387,13 +392,16 @@ class ProcessTarget:
                 f"{self.name}: restart command succeeded but no running pid could be read from "
                 f"{self._source_name()}; make the command record the new pid there"
             )
-        measured = {"restart_s": round(time.monotonic() - t0, 4), "pid": self.pid, "previous_pid": previous}
+        restart_s = round(time.monotonic() - t0, 4)
+        answered = None
         if probe is not None:
             left = max(1.0, deadline - (time.monotonic() - t0))
             if not wait_until(lambda: probe(1.0), left, cap=0.2):
                 raise RestoreFailed(f"{self.name}: restarted, but the probe got no answer within {left:.0f}s")
-            measured["probe_ok_after_s"] = round(time.monotonic() - t0, 4)
-        return Effect("start", self.name, wall, time.monotonic() - t0, measured)
+            answered = True
+        return measure(Started, "start", self.name, self.kind, t0, wall, ready_s=round(time.monotonic() - t0, 4),
+                       answered=answered, pid=self.pid, previous_pid=previous,
+                       detail={"restart_s": restart_s})  # fmt: skip
 
     def _source_name(self) -> str:
         if self._pid_source is not None:
@@ -444,7 +452,7 @@ class ProcessTarget:
     def _frozen(self) -> bool:
         return self._groups.frozen()
 
-    def pause(self, timeout: float = 10.0, probe: Probe | None = None) -> Effect:
+    def pause(self, timeout: float = 10.0, probe: Probe | None = None) -> Frozen:
         """Freeze the tree in K2's freezer group. Verified: freezer.state FROZEN, every pid in 'D',
         and `probe` (if given) unanswered. On failure it thaws again and raises `InjectionFailed`."""
         t0, wall = time.monotonic(), time.time()
@@ -452,13 +460,17 @@ class ProcessTarget:
         if self._frozen():
             raise InjectionFailed(f"{self.name}: already paused by run {self.spec.run_id}; resume it first")
         measured = self._groups.freeze([p for p, _ in members], timeout, probe)
-        return Effect("pause", self.name, wall, time.monotonic() - t0, measured)
+        return measure(Frozen, "pause", self.name, self.kind, t0, wall, frozen=True,
+                       freezer_state=measured.pop("freezer_state"), answered=measured.pop("probe_answered"),
+                       detail=measured)  # fmt: skip
 
-    def resume(self, timeout: float = 10.0, probe: Probe | None = None) -> Effect:
+    def resume(self, timeout: float = 10.0, probe: Probe | None = None) -> Thawed:
         """Thaw, move every pid back to its previous freezer group, remove K2's group. Idempotent."""
         t0, wall = time.monotonic(), time.time()
-        measured = self._groups.thaw(timeout, probe)
-        return Effect("resume", self.name, wall, time.monotonic() - t0, measured or {}, measured is not None)
+        measured = self._groups.thaw(timeout, probe) or {}
+        return measure(Thawed, "resume", self.name, self.kind, t0, wall, freezer_state="THAWED" if measured else None,
+                       answered=measured.pop("probe_answered", None), changed=bool(measured),
+                       detail=measured)  # fmt: skip
 
     def limit(
         self,
@@ -468,7 +480,7 @@ class ProcessTarget:
         cpu_period: int = CPU_PERIOD_US,
         timeout: float = 10.0,
         observe_s: float = 0.0,
-    ) -> Effect:
+    ) -> Limited:
         """Move the tree into K2's cpu and/or memory groups with these limits and read them back.
 
         Validated before anything is touched. `observe_s` > 0 records cpu.stat throttling counters
@@ -477,17 +489,26 @@ class ProcessTarget:
         below current usage is refused (`InjectionFailed`), as docker refuses it.
         """
         t0, wall = time.monotonic(), time.time()
-        limits = Limits.build(cpu_quota, mem_limit, cpu_period=cpu_period, mem_total=_mem_total())
+        limits = LimitValues.build(cpu_quota, mem_limit, cpu_period=cpu_period, mem_total=_mem_total())
         pids = [p for p, _ in self._require_members("limit")]
         measured = self._groups.limit(pids, limits.cpu_quota_us, limits.cpu_period_us, limits.mem_bytes, observe_s)
-        return Effect("limit", self.name, wall, time.monotonic() - t0, measured)
+        cpu = measured.get("cpu", {}).get("readback", {})
+        mem = measured.get("memory", {}).get("readback", {})
+        return measure(Limited, "limit", self.name, self.kind, t0, wall, cpu_quota_us=cpu.get("cpu.cfs_quota_us"),
+                       cpu_period_us=cpu.get("cpu.cfs_period_us"), mem_bytes=mem.get("memory.limit_in_bytes"),
+                       detail=measured)  # fmt: skip
 
-    def unlimit(self, timeout: float = 10.0) -> Effect:
+    def unlimit(self, timeout: float = 10.0) -> Unlimited:
         """Move the tree back to its previous cpu/memory groups and verify their limits are the ones
         in force before; records the hold's throttling, peak memory and OOM-kill counters. Idempotent."""
         t0, wall = time.monotonic(), time.time()
-        measured = self._groups.unlimit(timeout)
-        return Effect("unlimit", self.name, wall, time.monotonic() - t0, measured or {}, measured is not None)
+        measured = self._groups.unlimit(timeout) or {}
+        cpu, memory = measured.get("cpu", {}).get("counters", {}), measured.get("memory", {}).get("counters", {})
+        return measure(Unlimited, "unlimit", self.name, self.kind, t0, wall,
+                       restored=all(m.get("restored", True) for m in measured.values()),
+                       throttled_periods=cpu.get("nr_throttled"), throttled_ns=cpu.get("throttled_time"),
+                       oom_kills=memory.get("oom_kill"), peak_mem_bytes=memory.get("max_usage_in_bytes"),
+                       changed=bool(measured), detail=measured)  # fmt: skip
 
 
 def _mem_total() -> int | None:

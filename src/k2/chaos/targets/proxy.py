@@ -6,24 +6,50 @@ proxy was disabled) is in `describe()`, so the journal's watchdog can undo it af
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import json
 import socket
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
-from k2.chaos.errors import InjectionFailed, InvalidFault, RestoreFailed
-from k2.chaos.targets.base import Effect, Probe, probe_rtt_ms
+from k2.chaos.effects import Healed, Partitioned, Shaped, measure
+from k2.chaos.errors import InjectionFailed, InvalidFault, RestoreFailed, UnsafeTarget
+from k2.chaos.targets.base import Probe, probe_rtt_ms
+from k2.chaos.targets.capabilities import Capability
 
 PREFIX = "k2_"
 
 
-class ProxyTarget:
-    kind = "proxy"
+def _loopback(api_url: str) -> bool:
+    host = urlsplit(api_url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
-    def __init__(self, name: str, api_url: str, *, proxy: str | None = None, applied: Mapping[str, Any] | None = None):
+
+class ProxyTarget:
+    """The fault proxy's side of one service. Only a proxy API on loopback is accepted: K2's fault proxy
+    runs next to the runner, and no fault is ever sent to another machine."""
+
+    kind = "proxy"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.NETWORK})
+
+    def __init__(
+        self, name: str, api_url: str, *, proxy: str | None = None, applied: Mapping[str, Any] | None = None
+    ) -> None:
+        if not _loopback(api_url):
+            raise UnsafeTarget(
+                f"{name}: fault proxy API {api_url!r} is not on loopback; K2 only drives the fault proxy it runs on "
+                "this machine (its API listens on 127.0.0.1): use the stack's K2_FAULT_PROXY_URL"
+            )
         self.name = name
         self.api_url = api_url.rstrip("/")
         self.proxy = proxy or name
@@ -86,21 +112,22 @@ class ProxyTarget:
         direction: str = "both",
         clients: Sequence[str] | None = None,
         probe: Probe | None = None,
-    ) -> Effect:
+    ) -> Partitioned:
         """Cut the service off: `refuse` new connections and reset open ones, or `blackhole` the
         traffic (held, like a real partition) in one or both directions; only for `clients` if named."""
         t0, wall = time.monotonic(), time.time()
-        measured: dict[str, Any] = {"mode": mode, "direction": direction, "clients": list(clients or []) or None}
+        new_connections = None
         if mode == "refuse" and clients is None:
             self._call("POST", f"/proxies/{self.proxy}", {"enabled": False})
             self.disabled = True
-            measured["new_connections"] = self._try_connect()
-            if measured["new_connections"] == "connected":
+            new_connections = self._try_connect()
+            if new_connections == "connected":
+                self.rejoin()
                 raise InjectionFailed(f"{self.name}: proxy disabled but a new connection still succeeded")
         elif mode == "refuse":
             self._add_toxic(
                 {"name": f"{PREFIX}partition_reset", "type": "reset_peer", "stream": "upstream",
-                 "attributes": {"timeout": 0}, "clients": list(clients)}
+                 "attributes": {"timeout": 0}, "clients": list(clients or [])}
             )  # fmt: skip
         else:
             streams = ["upstream", "downstream"] if direction == "both" else [direction]
@@ -110,9 +137,9 @@ class ProxyTarget:
                 if clients is not None:
                     spec["clients"] = list(clients)
                 self._add_toxic(spec)
+        answered = None
         if probe is not None:
             answered = probe(1.0)
-            measured["probe_answered"] = answered
             # Named clients only: other clients (the probe) must still get through.
             if answered != (clients is not None):
                 self.rejoin()
@@ -120,7 +147,9 @@ class ProxyTarget:
                     f"{self.name}: partition {mode}/{direction} did not take: the health probe "
                     f"{'answered' if answered else 'did not answer'}"
                 )
-        return Effect("isolate", self.name, wall, time.monotonic() - t0, measured)
+        return measure(Partitioned, "isolate", self.name, self.kind, t0, wall, mode=mode, direction=direction,
+                       clients=tuple(clients) if clients is not None else None, new_connections=new_connections,
+                       answered=answered, detail={"toxics": list(self.toxics)})  # fmt: skip
 
     def _try_connect(self) -> str:
         try:
@@ -139,7 +168,7 @@ class ProxyTarget:
         except TimeoutError:
             return "timed out"
 
-    def rejoin(self) -> Effect:
+    def rejoin(self) -> Healed:
         """Remove every toxic this target added and re-enable the proxy. Idempotent."""
         t0, wall = time.monotonic(), time.time()
         changed = bool(self.toxics) or self.disabled
@@ -153,11 +182,17 @@ class ProxyTarget:
             state = self._call("GET", f"/proxies/{self.proxy}")
         except InjectionFailed as exc:
             raise RestoreFailed(f"{exc}; then run `k2 chaos recover`") from exc
+        return self._healed("rejoin", t0, wall, state, changed)
+
+    def _healed(self, primitive: str, t0: float, wall: float, state: Mapping[str, Any], changed: bool) -> Healed:
         leftover = [t["name"] for t in state.get("toxics", []) if t["name"].startswith(PREFIX)]
-        measured = {"enabled": state.get("enabled"), "k2_toxics_left": leftover}
         if not state.get("enabled") or leftover:
-            raise RestoreFailed(f"{self.name}: proxy still {measured} after restore; run `k2 chaos recover`")
-        return Effect("rejoin", self.name, wall, time.monotonic() - t0, measured, changed)
+            raise RestoreFailed(
+                f"{self.name}: proxy still {'enabled' if state.get('enabled') else 'disabled'} with K2 toxics "
+                f"{leftover} after restore; run `k2 chaos recover`"
+            )
+        return measure(Healed, primitive, self.name, self.kind, t0, wall, leftovers=tuple(leftover), changed=changed,
+                       detail={"enabled": state.get("enabled")})  # fmt: skip
 
     # -- shape / unshape ------------------------------------------------------------------------
 
@@ -169,7 +204,7 @@ class ProxyTarget:
         attributes: Mapping[str, Any] | None = None,
         clients: Sequence[str] | None = None,
         probe: Probe | None = None,
-    ) -> Effect:
+    ) -> Shaped:
         """Add one toxic (latency, bandwidth, slicer, ...); measures the probe's round trip with it."""
         t0, wall = time.monotonic(), time.time()
         baseline = probe_rtt_ms(probe)
@@ -181,21 +216,28 @@ class ProxyTarget:
         listed = [t["name"] for t in self._call("GET", f"/proxies/{self.proxy}/toxics")]
         if spec["name"] not in listed:
             raise InjectionFailed(f"{self.name}: toxic {spec['name']} was added but is not listed by the proxy")
-        measured: dict[str, Any] = {"toxic": toxic, "stream": stream, "attributes": dict(attributes or {})}
-        if probe is not None:
-            measured["probe_rtt_ms_before"] = baseline
-            measured["probe_rtt_ms_with"] = probe_rtt_ms(probe)
-        return Effect("shape", self.name, wall, time.monotonic() - t0, measured)
+        return measure(
+            Shaped,
+            "shape",
+            self.name,
+            self.kind,
+            t0,
+            wall,
+            toxic=toxic,
+            stream=stream,
+            attributes=dict(attributes or {}),
+            rtt_ms_before=baseline,
+            rtt_ms_with=probe_rtt_ms(probe) if probe is not None else None,
+            detail={"toxicity": toxicity, "clients": list(clients) if clients is not None else None},
+        )
 
-    def unshape(self) -> Effect:
+    def unshape(self) -> Healed:
         """Remove every toxic this target added. Idempotent. The effect records, per toxic, on how many
         connections its toxicity roll applied it and on how many it did not (read just before removal)."""
         decisions = self._decisions()
         effect = self.rejoin()
-        measured = dict(effect.measured)
-        if decisions:
-            measured["toxicity_decisions"] = decisions
-        return Effect("unshape", self.name, effect.started_at, effect.duration_s, measured, effect.changed)
+        detail = {**effect.detail, "toxicity_decisions": decisions} if decisions else effect.detail
+        return dataclasses.replace(effect, primitive="unshape", detail=detail)
 
     def _decisions(self) -> dict[str, Any]:
         if not self.toxics:

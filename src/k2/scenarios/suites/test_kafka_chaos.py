@@ -187,8 +187,8 @@ class TestKafkaResourceConstraints:
         with chaos_kafka_resource_limit(cpu_quota=2000, mem_limit=None) as fault:
             limited = acks_per_second()
         assert producer.flush(120) == 0
-        fault.record.effect["acks_per_s"] = {"baseline": round(baseline), "limited": round(limited)}
-        assert fault.record.restore_effect["cpu"]["counters"]["nr_throttled"] > 0
+        fault.note(acks_per_s={"baseline": round(baseline), "limited": round(limited)})
+        assert fault.restore_effect.throttled_periods > 0, fault.restore_effect
         assert limited < baseline, (baseline, limited)
         verify_no_loss()
 
@@ -201,8 +201,7 @@ class TestKafkaResourceConstraints:
         with chaos_kafka_resource_limit(cpu_quota=None, mem_limit="96m") as fault:
             produce(producer_v2, trade_factory, 5000)
             producer_v2.flush(30)
-        oom_kills = fault.record.restore_effect["memory"]["counters"].get("oom_kill", 0)
-        fault.record.effect["oom_kills"] = oom_kills
+        fault.note(oom_kills=fault.restore_effect.oom_kills)
         k2_stack.up()  # restarts the broker if the kernel killed it
         assert producer_v2.flush(60) == 0
         verify_no_loss()
@@ -220,7 +219,7 @@ class TestKafkaDiskPressure:
         produce(producer_v2, trade_factory, 100)
         assert producer_v2.flush(30) == 0
         with disk_fill("kafka", fullness=1.0, session=chaos_session) as fault:
-            assert fault.record.effect["fullness"] >= 0.97  # of 1 GiB: at most ~30 MB left, of which ext4 keeps some
+            assert fault.effect.fullness >= 0.97  # of 1 GiB: at most ~30 MB left, of which ext4 keeps some
             during = [trade_factory() for _ in range(300)]
             for trade in during:
                 producer_v2.produce_trade(trade)

@@ -27,7 +27,7 @@ def admin_client(bootstrap: str, timeout: float) -> Any:
             "bootstrap.servers": bootstrap,
             "socket.timeout.ms": int(timeout * 1000),
             "socket.connection.setup.timeout.ms": int(max(timeout, 1) * 1000),
-            "logger": _quiet,
+            "logger": _quiet,  # type: ignore[dict-item]  # the binding takes a Logger; the stubs omit it
         }
     )
 
@@ -93,7 +93,7 @@ class Tansu(Service):
         svc.argv = self.argv(svc)
 
     def check(self, stack: StackState, svc: ServiceState, timeout: float) -> str:
-        from confluent_kafka.admin import NewTopic
+        from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]  # not re-exported in the stubs
 
         admin = admin_client(str(svc.advertised), timeout)
         topics = admin.list_topics(timeout=timeout).topics

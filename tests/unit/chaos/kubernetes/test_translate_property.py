@@ -9,6 +9,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from k2.chaos.faults.base import Fault
 from tests.unit.chaos.kubernetes.crds import schema_errors
 
 from k2.chaos.errors import InvalidFault, Unsupported
@@ -25,7 +26,6 @@ from k2.chaos.faults import (
     SlowClose,
     Timeout,
 )
-from k2.chaos.faults.base import Fault
 from k2.chaos.kubernetes import ChaosRequest, Placement, admission_errors, translate
 
 PLACEMENT = Placement(

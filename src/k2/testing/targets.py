@@ -1,4 +1,11 @@
-"""The stack's services as chaos targets: each a process tree K2 started, restartable by `k2 stack start`."""
+"""A stack's services as chaos targets: which backend serves which capability of each service.
+
+- network faults go through the fault proxy every service sits behind (no privilege, any kernel);
+- disk faults go to the broker's store filesystem (kafka-store's size-limited disk), as `kafka` and
+  `kafka-store`;
+- everything else to the service itself: its container on the docker backend, else its process tree
+  (restarted by `k2 stack start SERVICE --data-dir DIR`).
+"""
 
 from __future__ import annotations
 
@@ -7,20 +14,47 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-from k2.chaos.targets import Probe, Target
+from k2.chaos.session import ServiceTargets
+from k2.chaos.targets.base import Probe, Target
+from k2.chaos.targets.clock import ClockTarget
 from k2.chaos.targets.disk import DiskTarget
 from k2.chaos.targets.process import ProcessSpec, ProcessTarget
 from k2.chaos.targets.proxy import ProxyTarget
+from k2.stack import clocks
 from k2.stack import state as statefile
 from k2.stack.services.fault_proxy import NAME as FAULT_PROXY
 
 if TYPE_CHECKING:
     from k2.stack.local import LocalStack
 
+__all__ = ["clock_targets", "declared_services", "disk_targets", "health_probes", "process_targets", "proxy_targets"]
+
+
+def declared_services(stack: LocalStack, run_id: str = "") -> list[ServiceTargets]:
+    """Every running service of `stack` with its targets, in the order that says who serves what."""
+    own, network, disks = process_targets(stack, run_id), proxy_targets(stack), disk_targets(stack)
+    probes, clocks = health_probes(stack), clock_targets(stack)
+    names = [*stack.state().services, *(d for d in clocks if d not in stack.state().services)]  # + client domains
+    declared = []
+    for name in names:
+        found = (network.get(name), disks.get(name), own.get(name), clocks.get(name))
+        targets: list[Target] = [t for t in found if t is not None]
+        declared.append(ServiceTargets(name, *targets, probe=probes.get(name)))
+    return declared
+
+
+def clock_targets(stack: LocalStack) -> dict[str, ClockTarget]:
+    """Each clock domain (the services' and the client domains' libfaketime offset files), each with the probe
+    that reads its service's own clock where there is one (see k2.stack.clocks)."""
+    found = clocks.clock_targets(stack)
+    for name, probe in clocks.clock_probes(stack).items():
+        if name in found:
+            found[name].probe = probe
+    return found
+
 
 def process_targets(stack: LocalStack, run_id: str = "") -> dict[str, Target]:
-    """One target per running service: its container on the docker backend, else its process tree (restarted
-    by `k2 stack start SERVICE --data-dir DIR`)."""
+    """One target per running service: its container on the docker backend, else its process tree."""
     state = stack.state()
     targets: dict[str, Target] = {}
     for name, svc in state.services.items():
