@@ -234,9 +234,15 @@ def cmd_chaos_inject(args: argparse.Namespace) -> int:
     return inject_and_hold(
         stack,
         spec,
-        say=lambda line: out.print(line, highlight=False, soft_wrap=True),
-        on_injected=lambda: console.print(f"holding {hold} (Ctrl-C restores now)"),
+        say=lambda line: _say(out, line),
+        on_injected=lambda: _say(console, f"holding {hold} (Ctrl-C restores now)"),
     )
+
+
+def _say(console: Console, line: str) -> None:
+    """A line at once, even into a pipe: `inject` is watched by other programs while it holds."""
+    console.print(line, highlight=False, soft_wrap=True)
+    console.file.flush()
 
 
 def cmd_chaos_list(args: argparse.Namespace) -> int:

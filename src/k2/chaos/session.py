@@ -63,7 +63,8 @@ class ServiceTargets:
         if target is None:
             have = ", ".join(sorted(self.providers)) or "none"
             raise Unsupported(
-                f"{self.name}: no declared target can {capability} it (it has: {have}); {ROUTES[capability]}",
+                f"{self.name}: no declared target has the {capability} capability (its targets have: {have}); "
+                f"{ROUTES[capability]}",
                 capability=capability.value,
                 service=self.name,
                 route=ROUTES[capability],

@@ -31,7 +31,7 @@ from types import TracebackType
 
 from k2.chaos.errors import ChaosError
 from k2.chaos.journal import Journal
-from k2.chaos.targets.process import is_alive, proc_stat
+from k2.chaos.procfs import is_alive, proc_stat
 
 __all__ = ["Watchdog", "default_log_path", "main"]
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from k2.chaos.targets.process import proc_stat
+from k2.chaos.procfs import proc_stat
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,18 @@ def _kv(data: dict[str, Any] | None) -> str:
     return f'<ul class="kv">{items}</ul>'
 
 
+# Fields every effect has, shown elsewhere in the row (or, for `detail`, kept for report.json).
+_EFFECT_COMMON = {"type", "summary", "primitive", "target", "started_at", "detail"}
+
+
+def _effect(data: dict[str, Any] | None) -> str:
+    """A typed effect: its summary, then its measured fields (backend evidence stays in report.json)."""
+    if not data or "summary" not in data:
+        return _kv(data)
+    fields = {k: v for k, v in data.items() if k not in _EFFECT_COMMON and v not in (None, {}, [])}
+    return f"<div><b>{_e(data['summary'])}</b></div>{_kv(fields)}"
+
+
 def _short(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -147,10 +159,11 @@ def _faults(s: ScenarioResult) -> str:
         rec = f.get("recovery_s")
         rec_text = f"{rec:.2f}s" if rec is not None else ("never" if f.get("traffic_after_restore") else "-")
         error = f'<div class="bad">{_e(f["error"])}</div>' if f.get("error") else ""
+        notes = _kv(f["notes"]) if f.get("notes") else ""
         rows.append(
             f"<tr><td><b>{_e(f.get('kind'))}</b><div class='small'>{_e(f.get('target'))}</div>{error}</td>"
-            f"<td>{_kv(f.get('params'))}</td><td class='mono'>{window}</td><td>{_kv(f.get('effect'))}</td>"
-            f"<td>{_kv(f.get('restore_effect'))}</td><td class='num'>{rec_text}</td></tr>"
+            f"<td>{_kv(f.get('params'))}</td><td class='mono'>{window}</td><td>{_effect(f.get('effect'))}"
+            f"{notes}</td><td>{_effect(f.get('restore_effect'))}</td><td class='num'>{rec_text}</td></tr>"
         )
     return f"""<h3>Faults and measured effects</h3><table><thead><tr><th>Fault</th><th>Parameters</th><th>Window</th>
 <th>Measured effect</th><th>After restore</th><th class="num">Recovery</th></tr></thead>

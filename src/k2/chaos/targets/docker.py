@@ -59,15 +59,13 @@ class DockerTarget(FaultsMixin):
         {Capability.LIFECYCLE, Capability.FREEZE, Capability.LIMITS, Capability.NETWORK, Capability.DISK}
     )
     # What `k2 chaos list` says of this backend (see k2.chaos.faults.catalogue).
-    unsupported: ClassVar[dict[str, str]] = {
-        toxic: "exists only in the fault proxy (route the service through it)"
-        for toxic in ("reset_peer", "timeout", "slow_close", "slicer", "limit_data")
-    }
+    unsupported: ClassVar[dict[str, str]] = dict.fromkeys(
+        ("reset_peer", "timeout", "slow_close", "slicer", "limit_data"), "exists only in the fault proxy"
+    )
     limitations: ClassVar[dict[str, str]] = {
-        "network_partition": "disconnects the container: both directions, every peer (one-way or per-client "
-        "partitions need the fault proxy)",
-        "latency": "tc netem in the container: needs netem in the host kernel, NET_ADMIN and tc in the image",
-        "bandwidth": "tc tbf in the container: needs NET_ADMIN and tc in the image",
+        "network_partition": "disconnects the container: both ways, every peer (else: the fault proxy)",
+        "latency": "tc netem in the container: netem in the host kernel, NET_ADMIN and tc in the image",
+        "bandwidth": "tc tbf in the container: NET_ADMIN and tc in the image",
         "disk_fill": "fills the container's data volume; the engine must run on this machine",
     }
 
