@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from k2.chaos.errors import ChaosError
+from k2.chaos.faults.injection import Terminated
 from k2.chaos.runner import SUITES
 from k2.stack import BACKENDS, LocalStack, StackError, open_stack
 
@@ -241,7 +242,7 @@ def cmd_chaos_inject(args: argparse.Namespace) -> int:
 
 def _say(console: Console, line: str) -> None:
     """A line at once, even into a pipe: `inject` is watched by other programs while it holds."""
-    console.print(line, highlight=False, soft_wrap=True)
+    console.print(line, highlight=False, soft_wrap=True, markup=False)
     console.file.flush()
 
 
@@ -362,3 +363,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("[red]k2: interrupted[/]")
         return 130
+    except Terminated:  # SIGTERM while a fault was held: it was restored on the way out
+        console.print("[red]k2: terminated[/]")
+        return 143

@@ -59,6 +59,7 @@ def inject_and_hold(
             except (KeyboardInterrupt, Terminated):
                 interrupted = True
                 say("interrupted: restoring")
+                handle.restore()  # now: leaving the block normally would wait out the duration
         if handle.restore_effect is not None:
             say(f"restored after {(handle.record.restored_at or 0) - (handle.record.injected_at or 0):.2f}s")
             say(f"  effect: {_show(handle.restore_effect)}")

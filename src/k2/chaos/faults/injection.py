@@ -121,8 +121,9 @@ class Injection:
         journal.activate(entry_id, effect, self.target)
         self.record.journal_id, self.record.injected_at, self.record.effect = entry_id, started, effect
         log.info("injected %r: %s", self, effect.summary())
-        if self.spec.duration_s is not None:
-            self._timer = threading.Timer(self.spec.duration_s, self._restore_on_time)
+        if self.spec.duration_s is not None:  # the outage counts from the start of the inject, as __exit__ does
+            remaining = max(0.0, started + self.spec.duration_s - time.time())
+            self._timer = threading.Timer(remaining, self._restore_on_time)
             self._timer.daemon = True
             self._timer.start()
 
