@@ -27,8 +27,9 @@ from typing import Any
 from tests.integration.docker.helpers import Lab, ensure_images, require_docker
 
 from benchmarks.common import RESULTS, summary, write
+from k2.chaos.effects import Effect
 from k2.chaos.journal import Journal
-from k2.chaos.targets.base import Effect, wait_until
+from k2.chaos.targets.base import wait_until
 from k2.chaos.targets.docker import DockerTarget
 
 TRIALS = 30

@@ -23,8 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.common import summary, write
+from k2.chaos.effects import Effect
 from k2.chaos.journal import Journal
-from k2.chaos.targets.base import Effect, wait_until
+from k2.chaos.targets.base import wait_until
 from k2.chaos.targets.process import ProcessSpec, ProcessTarget, proc_stat, send_signal
 
 TRIALS = 100

@@ -71,6 +71,7 @@ class Injection:
         self._restored = threading.Event()
         self._timer: threading.Timer | None = None
         self._previous_sigterm: Any = None
+        self._in_place = 0.0  # monotonic time the effect was verified: the outage's `duration_s` counts from it
 
     def __repr__(self) -> str:
         return repr(self.spec)
@@ -121,9 +122,9 @@ class Injection:
         journal.activate(entry_id, effect, self.target)
         self.record.journal_id, self.record.injected_at, self.record.effect = entry_id, started, effect
         log.info("injected %r: %s", self, effect.summary())
-        if self.spec.duration_s is not None:  # the outage counts from the start of the inject, as __exit__ does
-            remaining = max(0.0, started + self.spec.duration_s - time.time())
-            self._timer = threading.Timer(remaining, self._restore_on_time)
+        self._in_place = time.monotonic()
+        if self.spec.duration_s is not None:
+            self._timer = threading.Timer(self.spec.duration_s, self._restore_on_time)
             self._timer.daemon = True
             self._timer.start()
 
@@ -172,8 +173,8 @@ class Injection:
     ) -> None:
         try:
             if exc_type is None and self.spec.duration_s is not None and self.record.injected_at is not None:
-                # The outage lasts its full duration even when the body is done early.
-                remaining = self.record.injected_at + self.spec.duration_s - time.time()
+                # The outage lasts its full duration, from when it was verified, even when the body is done early.
+                remaining = self._in_place + self.spec.duration_s - time.monotonic()
                 if remaining > 0:
                     self._restored.wait(remaining)
         finally:
