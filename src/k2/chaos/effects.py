@@ -218,12 +218,14 @@ class Filled(Effect):
     """The filesystem at `path` after writing `bytes_written` into `file`; `fullness` = used / total (df)."""
 
     path: str
-    file: str
-    bytes_written: int
-    fullness: float
-    avail_bytes: int
+    file: str | None = None
+    bytes_written: int | None = None
+    fullness: float | None = None  # None where a backend fails writes instead of filling (Chaos Mesh's ENOSPC)
+    avail_bytes: int | None = None
 
     def summary(self) -> str:
+        if self.fullness is None:
+            return f"{self.path}: writes fail with ENOSPC"
         return f"{self.path} {self.fullness:.1%} full ({self.avail_bytes} B left)"
 
 
@@ -244,12 +246,12 @@ class Freed(Effect):
 class Skewed(Effect):
     """The service's clock offset asked for and the one observed from outside (None: not observable)."""
 
-    offset_s: float
+    offset_seconds: float
     observed_offset_s: float | None = None
 
     def summary(self) -> str:
         seen = f" (observed {self.observed_offset_s:+.3f}s)" if self.observed_offset_s is not None else ""
-        return f"clock {self.offset_s:+g}s{seen}"
+        return f"clock {self.offset_seconds:+g}s{seen}"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -62,9 +62,12 @@ class ServiceTargets:
         target = self.providers.get(capability)
         if target is None:
             have = ", ".join(sorted(self.providers)) or "none"
+            # A backend may say why it cannot (e.g. Chaos Mesh has no freeze); else the generic route.
+            reasons = [getattr(t, "refusals", {}).get(capability) for t in self.targets]
+            why = next((r for r in reasons if r), "")
             raise Unsupported(
                 f"{self.name}: no declared target has the {capability} capability (its targets have: {have}); "
-                f"{ROUTES[capability]}",
+                f"{why + '. ' if why else ''}{ROUTES[capability]}",
                 capability=capability.value,
                 service=self.name,
                 route=ROUTES[capability],

@@ -68,7 +68,8 @@ class NetworkPartition(FaultSpec[Network]):
         return {"mode": self.mode, "direction": self.direction, "clients": clients}
 
     def apply(self, target: Network, probe: Probe | None) -> Effect:
-        return target.isolate(self.mode, self.direction, self.clients, probe)
+        clients = list(self.clients) if self.clients is not None else None
+        return target.isolate(self.mode, self.direction, clients, probe=probe)
 
     def undo(self, target: Network, probe: Probe | None) -> Effect:
         return target.rejoin()
@@ -111,7 +112,8 @@ class ToxicFault(FaultSpec[Network]):
         }
 
     def apply(self, target: Network, probe: Probe | None) -> Effect:
-        return target.shape(self.toxic, self.stream, self.toxicity, self.attributes, self.clients, probe)
+        clients = list(self.clients) if self.clients is not None else None
+        return target.shape(self.toxic, self.stream, self.toxicity, self.attributes, clients, probe=probe)
 
     def undo(self, target: Network, probe: Probe | None) -> Effect:
         return target.unshape()

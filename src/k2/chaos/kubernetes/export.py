@@ -104,7 +104,7 @@ def export_manifests(scenario: Mapping[str, Any], *, run_id: str | None = None) 
 
 
 def _translate_one(fault: object, placements: Mapping[str, Placement], run_id: str) -> tuple[ChaosObject, float | None]:
-    from k2.chaos.faults import Fault
+    from k2.chaos.faults.catalogue import CATALOGUE
 
     if not isinstance(fault, Mapping):
         raise InvalidFault(f"each fault must be a mapping with kind and service, got {fault!r}")
@@ -118,16 +118,12 @@ def _translate_one(fault: object, placements: Mapping[str, Placement], run_id: s
         duration = spec.pop("duration_seconds", None)
         request = ChaosRequest("skew_clock", spec, service, duration)
     else:
-        cls = Fault.registry.get(str(kind))
-        if cls is None:
-            raise InvalidFault(f"unknown fault kind {kind!r}; known: {sorted([*Fault.registry, 'clock_skew'])}")
-        try:
-            built = cls(service, **spec)
-        except TypeError as exc:
-            raise InvalidFault(
-                f"fault {kind!r} on {service}: {exc}; see `help(k2.chaos.faults)` for its parameters"
-            ) from None
-        request = ChaosRequest(built.primitive, built.params(), service, built.duration)
+        if kind not in CATALOGUE:
+            raise InvalidFault(f"unknown fault kind {kind!r}; known: {sorted([*CATALOGUE, 'clock_skew'])}")
+        duration = spec.pop("duration_seconds", None)
+        # The same validated spec as the Python API and `k2 chaos inject` build (`k2 chaos list` shows them).
+        built = CATALOGUE[str(kind)].build(str(service), duration, **spec)
+        request = ChaosRequest(built.primitive, built.arguments(), service, built.duration_s)
     if request.duration_s is None:
         raise InvalidFault(f"fault {kind!r} on {service}: give duration_seconds (an exported fault must end)")
     return translate(request, placements[service], run_id), gap

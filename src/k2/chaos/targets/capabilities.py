@@ -128,10 +128,10 @@ class Disk(Protocol):
 
 @runtime_checkable
 class Clock(Protocol):
-    """skew_clock by `offset_s`, inverse unskew. Verified: the service's clock read from outside.
+    """skew_clock by `offset_seconds`, inverse unskew. Verified: the service's clock read from outside.
     Declared here so the clock_skew fault (issue #14) is one spec and one backend method away."""
 
-    def skew_clock(self, offset_s: float) -> Skewed: ...
+    def skew_clock(self, offset_seconds: float) -> Skewed: ...
     def unskew(self) -> Unskewed: ...
 
 

@@ -23,16 +23,37 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
+from k2.chaos.effects import (
+    Effect,
+    Filled,
+    Freed,
+    Frozen,
+    Healed,
+    Limited,
+    Partitioned,
+    Shaped,
+    Skewed,
+    Started,
+    Stopped,
+    Thawed,
+    Unlimited,
+    Unskewed,
+    measure,
+)
 from k2.chaos.errors import InjectionFailed, InvalidFault, RestoreFailed, UnsafeTarget
 from k2.chaos.kubernetes.admission import check_admission
 from k2.chaos.kubernetes.api import ChaosMeshApi, ChaosStatus, ClusterAccess
 from k2.chaos.kubernetes.placement import Placement, check_run_id, new_run_id, ownership_labels
 from k2.chaos.kubernetes.translate import PLURALS, ChaosRequest, translate
-from k2.chaos.targets.base import CPU_PERIOD_US, Effect, Probe, wait_until
+from k2.chaos.targets.base import CPU_PERIOD_US, Probe, wait_until
+from k2.chaos.targets.capabilities import Capability
 
 __all__ = ["KubernetesTarget", "ObjectRef"]
+
+E = TypeVar("E", bound=Effect)
+R = TypeVar("R", bound=Effect)
 
 # Which objects each inverse deletes, and the kind each primitive creates (for the label sweep).
 _UNDOES = {
@@ -76,6 +97,26 @@ class KubernetesTarget:
     """One service's pods (a `Placement`) in one K2 run (`run_id`), reached through `cluster`."""
 
     kind = "kubernetes"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.LIFECYCLE, Capability.NETWORK, Capability.DISK, Capability.CLOCK}
+    )
+    # Why the capabilities Chaos Mesh lacks are missing (the session's Unsupported says it).
+    refusals: ClassVar[dict[Capability, str]] = {
+        Capability.FREEZE: "Chaos Mesh has no freeze (pod-failure is a stop)",
+        Capability.LIMITS: "Chaos Mesh cannot cap a pod's CPU or memory (StressChaos consumes them)",
+    }
+    # What `k2 chaos list` says of this backend (see k2.chaos.faults.catalogue).
+    unsupported: ClassVar[dict[str, str]] = dict.fromkeys(
+        ("reset_peer", "timeout", "slow_close", "slicer", "limit_data"),
+        "no Chaos Mesh mapping: the fault proxy as a sidecar",
+    )
+    limitations: ClassVar[dict[str, str]] = {
+        "service_failure": "stop = PodChaos pod-failure, kill = container-kill; no pause (not tested on a cluster)",
+        "network_partition": "NetworkChaos partition: blackhole only (refuse needs the fault proxy as a sidecar)",
+        "latency": "NetworkChaos delay, toxicity 1.0 only",
+        "bandwidth": "NetworkChaos bandwidth, toxicity 1.0 only",
+        "disk_fill": "IOChaos errno 28 (ENOSPC) on the volume: writes fail, nothing is filled",
+    }
 
     def __init__(
         self,
@@ -159,30 +200,30 @@ class KubernetesTarget:
 
     # -- primitives --------------------------------------------------------------------------
 
-    def stop(self, timeout: float | None = None, *, duration_s: float | None = None) -> Effect:
+    def stop(self, timeout: float | None = None, *, duration_s: float | None = None) -> Stopped:
         """pod-failure on every selected pod (Chaos Mesh swaps the containers' images for a pause image)."""
-        return self._apply("stop", {}, duration_s)
+        return self._apply(Stopped, "stop", {}, duration_s)
 
-    def kill(self, timeout: float | None = None, *, duration_s: float | None = None) -> Effect:
+    def kill(self, timeout: float | None = None, *, duration_s: float | None = None) -> Stopped:
         """container-kill of the placement's container; the kubelet restarts it by the pod's restart policy."""
-        return self._apply("kill", {}, duration_s)
+        return self._apply(Stopped, "kill", {}, duration_s)
 
-    def start(self, timeout: float | None = None, probe: Probe | None = None) -> Effect:
-        return self._remove("start", timeout, probe)
+    def start(self, timeout: float | None = None, probe: Probe | None = None) -> Started:
+        return self._remove(Started, "start", timeout, probe)
 
-    def pause(self, timeout: float = 10.0, probe: Probe | None = None) -> Effect:
-        return self._apply("pause", {}, None)  # raises Unsupported, saying why
+    def pause(self, timeout: float = 10.0, probe: Probe | None = None) -> Frozen:
+        return self._apply(Frozen, "pause", {}, None)  # raises Unsupported, saying why
 
-    def resume(self, timeout: float = 10.0, probe: Probe | None = None) -> Effect:
-        return self._remove("resume", timeout, None)
+    def resume(self, timeout: float = 10.0, probe: Probe | None = None) -> Thawed:
+        return self._remove(Thawed, "resume", timeout, None)
 
     def limit(
         self, cpu_quota: int | None = None, mem_limit: str | int | None = None, *, cpu_period: int = CPU_PERIOD_US
-    ) -> Effect:
-        return self._apply("limit", {"cpu_quota": cpu_quota, "mem_limit": mem_limit}, None)  # raises Unsupported
+    ) -> Limited:
+        return self._apply(Limited, "limit", {"cpu_quota": cpu_quota, "mem_limit": mem_limit}, None)  # Unsupported
 
-    def unlimit(self, timeout: float = 10.0) -> Effect:
-        return self._remove("unlimit", timeout, None)
+    def unlimit(self, timeout: float = 10.0) -> Unlimited:
+        return self._remove(Unlimited, "unlimit", timeout, None)
 
     def isolate(
         self,
@@ -192,11 +233,13 @@ class KubernetesTarget:
         *,
         probe: Probe | None = None,
         duration_s: float | None = None,
-    ) -> Effect:
-        return self._apply("isolate", {"mode": mode, "direction": direction, "clients": clients}, duration_s)
+    ) -> Partitioned:
+        return self._apply(
+            Partitioned, "isolate", {"mode": mode, "direction": direction, "clients": clients}, duration_s
+        )
 
-    def rejoin(self, probe: Probe | None = None, timeout: float | None = None) -> Effect:
-        return self._remove("rejoin", timeout, probe)
+    def rejoin(self, probe: Probe | None = None, timeout: float | None = None) -> Healed:
+        return self._remove(Healed, "rejoin", timeout, probe)
 
     def shape(
         self,
@@ -208,7 +251,7 @@ class KubernetesTarget:
         *,
         probe: Probe | None = None,
         duration_s: float | None = None,
-    ) -> Effect:
+    ) -> Shaped:
         params = {
             "toxic": toxic,
             "stream": stream,
@@ -216,30 +259,31 @@ class KubernetesTarget:
             "attributes": dict(attributes or {}),
             "clients": clients,
         }
-        return self._apply("shape", params, duration_s)
+        return self._apply(Shaped, "shape", params, duration_s)
 
-    def unshape(self, probe: Probe | None = None, timeout: float | None = None) -> Effect:
-        return self._remove("unshape", timeout, probe)
+    def unshape(self, probe: Probe | None = None, timeout: float | None = None) -> Healed:
+        return self._remove(Healed, "unshape", timeout, probe)
 
     def fill_disk(
         self, size: str | int | None = None, fullness: float | None = 1.0, *, duration_s: float | None = None
-    ) -> Effect:
-        return self._apply("fill_disk", {"size": size, "fullness": fullness}, duration_s)
+    ) -> Filled:
+        return self._apply(Filled, "fill_disk", {"size": size, "fullness": fullness}, duration_s)
 
-    def free_disk(self, timeout: float | None = None) -> Effect:
-        return self._remove("free_disk", timeout, None)
+    def free_disk(self, timeout: float | None = None) -> Freed:
+        return self._remove(Freed, "free_disk", timeout, None)
 
     def skew_clock(
         self, offset_seconds: float | None = None, jump_to: float | None = None, *, duration_s: float | None = None
-    ) -> Effect:
-        return self._apply("skew_clock", {"offset_seconds": offset_seconds, "jump_to": jump_to}, duration_s)
+    ) -> Skewed:
+        params = {"offset_seconds": offset_seconds, "jump_to": jump_to}
+        return self._apply(Skewed, "skew_clock", params, duration_s)
 
-    def unskew(self, timeout: float | None = None) -> Effect:
-        return self._remove("unskew", timeout, None)
+    def unskew(self, timeout: float | None = None) -> Unskewed:
+        return self._remove(Unskewed, "unskew", timeout, None)
 
     # -- the two halves ----------------------------------------------------------------------
 
-    def _apply(self, primitive: str, params: dict[str, Any], duration_s: float | None) -> Effect:
+    def _apply(self, cls: type[E], primitive: str, params: dict[str, Any], duration_s: float | None) -> E:
         started_at, t0 = time.time(), time.monotonic()
         request = ChaosRequest(primitive, params, self.name, duration_s if duration_s is not None else self.max_hold_s)
         chaos = translate(request, self.placement, self.run_id)
@@ -268,7 +312,9 @@ class KubernetesTarget:
             "verified_by": "Chaos Mesh status.experiment",
             **status.summary(),
         }
-        return Effect(primitive, self.name, started_at, time.monotonic() - t0, measured)
+        return measure(
+            cls, primitive, self.name, self.kind, t0, started_at, detail=measured, **_fields(primitive, params)
+        )
 
     def _await_injected(self, api: ChaosMeshApi, ref: ObjectRef) -> ChaosStatus:
         last = ChaosStatus(None)
@@ -284,11 +330,11 @@ class KubernetesTarget:
         wait_until(injected, self.inject_timeout_s, first=0.05, cap=1.0)
         return last
 
-    def _remove(self, inverse: str, timeout: float | None, probe: Probe | None) -> Effect:
+    def _remove(self, cls: type[R], inverse: str, timeout: float | None, probe: Probe | None) -> R:
         started_at, t0 = time.time(), time.monotonic()
         primitives = _UNDOES[inverse]
         if not any(p in _PLURAL_OF for p in primitives):  # pause, limit: never applied here
-            return Effect(inverse, self.name, started_at, 0.0, {"deleted": []}, changed=False)
+            return measure(cls, inverse, self.name, self.kind, t0, started_at, changed=False, detail={"deleted": []})
         api = self.api()
         known = {ref.uid for ref in self.objects if ref.primitive in primitives}
         refs = self._owned(api, primitives)
@@ -301,15 +347,18 @@ class KubernetesTarget:
             "gone": [str(ref) for ref in refs],
             "verified_by": "deleted objects gone (Chaos Mesh recovered their records)",
         }
+        answered = None
         if probe is not None and refs:
             answered = wait_until(lambda: probe(1.0), deadline, first=0.05, cap=0.5)
-            measured["probe_answered"] = answered
             if not answered:
                 raise RestoreFailed(
                     f"{self.name}: the chaos objects are gone but the service did not answer "
                     f"its probe within {deadline:g}s"
                 )
-        return Effect(inverse, self.name, started_at, time.monotonic() - t0, measured, changed=bool(refs))
+        fields: dict[str, Any] = {"answered": answered} if cls in (Started, Healed) else {}
+        return measure(
+            cls, inverse, self.name, self.kind, t0, started_at, changed=bool(refs), detail=measured, **fields
+        )
 
     def _delete(self, api: ChaosMeshApi, refs: list[ObjectRef], deadline: float) -> list[ObjectRef]:
         """Delete `refs` (uid preconditions) and wait until each is gone; returns those this call deleted."""
@@ -361,6 +410,23 @@ class KubernetesTarget:
                 )
             owned.append(ref)
         return owned
+
+
+def _fields(primitive: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The typed fields of an applied primitive's effect (Chaos Mesh's status is the proof, in `detail`)."""
+    if primitive in ("stop", "kill"):
+        return {"signal": "pod-failure" if primitive == "stop" else "container-kill", "gone": True}
+    if primitive == "isolate":
+        clients = params.get("clients")
+        return {"mode": params["mode"], "direction": params["direction"],
+                "clients": tuple(clients) if clients else None}  # fmt: skip
+    if primitive == "shape":
+        return {"toxic": params["toxic"], "stream": params["stream"], "attributes": dict(params["attributes"])}
+    if primitive == "fill_disk":
+        return {"path": "the placement's volume"}
+    if primitive == "skew_clock":
+        return {"offset_seconds": float(params.get("offset_seconds") or 0.0)}
+    return {}
 
 
 def _owned_by(meta: Mapping[str, Any], labels: Mapping[str, str]) -> bool:

@@ -59,15 +59,13 @@ def test_stop_applies_pod_failure_verifies_injection_and_start_deletes_it(fake: 
     cluster.behaviour.reads_until_injected = 3  # the controller takes a few reconciles
     kafka = target(kubeconfig)
     effect = kafka.stop(duration_s=5)
-    assert effect.measured["selected"] == 2 and effect.measured["injected"] == 2  # kafka-0, kafka-1 of "shop" only
-    assert (
-        effect.measured["desired_phase"] == "Run" and effect.measured["verified_by"] == "Chaos Mesh status.experiment"
-    )
+    assert effect.detail["selected"] == 2 and effect.detail["injected"] == 2  # kafka-0, kafka-1 of "shop" only
+    assert effect.detail["desired_phase"] == "Run" and effect.detail["verified_by"] == "Chaos Mesh status.experiment"
     [obj] = cluster.objects.values()
     assert obj["spec"]["action"] == "pod-failure" and obj["spec"]["duration"] == "5s"
     assert [ref.name for ref in kafka.objects] == [obj["metadata"]["name"]]
     restored = kafka.start()
-    assert restored.changed and restored.measured["gone"] == [f"PodChaos shop/{obj['metadata']['name']}"]
+    assert restored.changed and restored.detail["gone"] == [f"PodChaos shop/{obj['metadata']['name']}"]
     assert cluster.objects == {} and kafka.objects == []
     assert kafka.start().changed is False  # idempotent
 
@@ -76,7 +74,7 @@ def test_network_disk_and_clock_faults_round_trip(fake: tuple[FakeCluster, Path]
     cluster, kubeconfig = fake
     kafka = target(kubeconfig)
     isolated = kafka.isolate("blackhole", "upstream", ["producer"])
-    assert isolated.measured["selected"] == 3  # two kafka pods ('.') and the producer ('.Target')
+    assert isolated.detail["selected"] == 3  # two kafka pods ('.') and the producer ('.Target')
     kafka.shape("latency", attributes={"latency": 100, "jitter": 10})
     kafka.fill_disk(fullness=1.0)
     kafka.skew_clock(offset_seconds=-60)
@@ -202,13 +200,13 @@ def test_runner_sigkilled_mid_fault_is_recovered(
         import sys, time
         from k2.chaos.kubernetes import Placement
         from k2.chaos.kubernetes.api import ClusterAccess
-        from k2.chaos.session import ChaosSession
+        from k2.chaos.session import ChaosSession, ServiceTargets
         from k2.chaos.faults import inject_latency
         from k2.chaos.targets.kubernetes import KubernetesTarget
         placement = Placement.from_dict({PLACEMENT.to_dict()!r})
         kafka = KubernetesTarget(placement, cluster=ClusterAccess({str(kubeconfig)!r}), run_id="run0003")
         watchdog = {recoverer == "watchdog"!r}
-        with ChaosSession({{"kafka": kafka}}, {str(journal_path)!r}, network={{"kafka": kafka}}, watchdog=watchdog):
+        with ChaosSession([ServiceTargets("kafka", kafka)], {str(journal_path)!r}, watchdog=watchdog):
             with inject_latency("kafka", latency_ms=150, jitter_ms=0):
                 print("held", flush=True)
                 time.sleep(120)

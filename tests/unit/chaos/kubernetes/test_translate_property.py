@@ -9,23 +9,11 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from k2.chaos.faults.base import Fault
 from tests.unit.chaos.kubernetes.crds import schema_errors
 
 from k2.chaos.errors import InvalidFault, Unsupported
-from k2.chaos.faults import (
-    Bandwidth,
-    ConnectionReset,
-    DataLimit,
-    DiskFill,
-    Latency,
-    NetworkPartition,
-    ResourceLimit,
-    ServiceFailure,
-    Slicer,
-    SlowClose,
-    Timeout,
-)
+from k2.chaos.faults import DiskFill, FaultSpec, NetworkPartition, ResourceLimit, ServiceFailure
+from k2.chaos.faults.network import Bandwidth, ConnectionReset, DataLimit, Latency, Slicer, SlowClose, Timeout
 from k2.chaos.kubernetes import ChaosRequest, Placement, admission_errors, translate
 
 PLACEMENT = Placement(
@@ -44,7 +32,7 @@ streams = st.sampled_from(["upstream", "downstream"])
 toxicity = st.one_of(st.just(1.0), st.floats(0, 1))
 
 
-def _try(build: Any) -> Fault | None:
+def _try(build: Any) -> FaultSpec[Any] | None:
     try:
         return build()
     except InvalidFault:
@@ -52,22 +40,28 @@ def _try(build: Any) -> Fault | None:
 
 
 @st.composite
-def k2_faults(draw: st.DrawFn) -> Fault | None:
+def k2_faults(draw: st.DrawFn) -> FaultSpec[Any] | None:
     duration = draw(durations)
     kind = draw(st.sampled_from(["service", "partition", "latency", "bandwidth", "toxic", "disk", "limit"]))
-    common = {"stream": draw(streams), "toxicity": draw(toxicity), "clients": draw(clients)}
+    listed = draw(clients)
+    common = {"stream": draw(streams), "toxicity": draw(toxicity), "clients": tuple(listed) if listed else None}
     if kind == "service":
-        return _try(lambda: ServiceFailure("kafka", duration, draw(st.sampled_from(["stop", "pause", "kill"]))))
+        mode = draw(st.sampled_from(["stop", "pause", "kill"]))
+        return _try(lambda: ServiceFailure(target="kafka", duration_s=duration, mode=mode))
     if kind == "partition":
         mode, direction = (
             draw(st.sampled_from(["refuse", "blackhole"])),
             draw(st.sampled_from(["both", "upstream", "downstream"])),
         )
-        return _try(lambda: NetworkPartition("kafka", duration, mode, direction, draw(clients)))
+        cut = draw(clients)
+        return _try(lambda: NetworkPartition(target="kafka", duration_s=duration, mode=mode, direction=direction,
+                                             clients=tuple(cut) if cut else None))  # fmt: skip
     if kind == "latency":
-        return _try(lambda: Latency("kafka", duration, latency=draw(ms), jitter=draw(ms), **common))
+        attributes = {"latency": draw(ms), "jitter": draw(ms)}
+        return _try(lambda: Latency(target="kafka", duration_s=duration, attributes=attributes, **common))
     if kind == "bandwidth":
-        return _try(lambda: Bandwidth("kafka", duration, rate=draw(st.integers(0, 10**9)), **common))
+        rate = {"rate": draw(st.integers(0, 10**9))}
+        return _try(lambda: Bandwidth(target="kafka", duration_s=duration, attributes=rate, **common))
     if kind == "toxic":
         cls = draw(st.sampled_from([ConnectionReset, Timeout, SlowClose, Slicer, DataLimit]))
         attributes = {
@@ -77,15 +71,13 @@ def k2_faults(draw: st.DrawFn) -> Fault | None:
             Slicer: {"average_size": 8},
             DataLimit: {"bytes": 100},
         }[cls]
-        return _try(lambda: cls("kafka", duration, **attributes, **common))
+        return _try(lambda: cls(target="kafka", duration_s=duration, attributes=attributes, **common))
     if kind == "disk":
         size = draw(st.one_of(st.none(), st.sampled_from(["1m", "16m", 4096])))
-        return _try(lambda: DiskFill("kafka", duration, draw(st.floats(0.001, 1.0) | st.just(1.0)), size))
-    return _try(
-        lambda: ResourceLimit(
-            "kafka", draw(st.integers(1000, 100_000)), draw(st.sampled_from(["64m", None])), duration_seconds=duration
-        )
-    )
+        fullness = draw(st.floats(0.001, 1.0) | st.just(1.0))
+        return _try(lambda: DiskFill(target="kafka", duration_s=duration, fullness=fullness, size=size))
+    quota, mem = draw(st.integers(1000, 100_000)), draw(st.sampled_from(["64m", None]))
+    return _try(lambda: ResourceLimit(target="kafka", duration_s=duration, cpu_quota=quota, mem_limit=mem))
 
 
 def _assert_valid_or_unsupported(request: ChaosRequest) -> None:
@@ -101,11 +93,12 @@ def _assert_valid_or_unsupported(request: ChaosRequest) -> None:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(k2_faults())
-def test_every_valid_k2_fault_is_a_valid_object_or_unsupported(fault: Fault | None) -> None:
+def test_every_valid_k2_fault_is_a_valid_object_or_unsupported(fault: FaultSpec[Any] | None) -> None:
     if fault is None:
         return
     # A held fault (no duration) runs as long as the target's hold cap; pod-failure needs some duration.
-    _assert_valid_or_unsupported(ChaosRequest(fault.primitive, fault.params(), "kafka", fault.duration or 3600.0))
+    request = ChaosRequest(fault.primitive, fault.arguments(), "kafka", fault.duration_s or 3600.0)
+    _assert_valid_or_unsupported(request)
 
 
 @settings(max_examples=200, deadline=None)
