@@ -228,11 +228,54 @@ def docker_subject(stack: ExitStack) -> Subject:
     return Subject("docker", target, probe, lambda: probe(1.0), observe, foreign, unsupported)
 
 
+# -- Kubernetes, against the FAKE API server (no cluster runs here; not tested against a live one) ----------
+
+
+def kubernetes_subject(stack: ExitStack) -> Subject:
+    """The observer reads the fake cluster's own object store (what Chaos Mesh would act on), never the target."""
+    from k2.chaos.kubernetes import Placement
+    from k2.chaos.kubernetes.api import ClusterAccess
+    from k2.chaos.targets.kubernetes import KubernetesTarget
+    from tests.unit.chaos.kubernetes.fake_apiserver import FakeCluster, FakePod, fake_api_server
+
+    root = Path(tempfile.mkdtemp(prefix="k2-compliance-kube-"))
+    stack.callback(shutil.rmtree, root, ignore_errors=True)
+    pods = [FakePod("shop", "kafka-0", {"app": "kafka"}, ("broker",)), FakePod("shop", "app-0", {"app": "producer"})]
+    cluster, kubeconfig = stack.enter_context(fake_api_server(root, FakeCluster(pods=pods)))
+    placement = Placement("svc", "shop", {"app": "kafka"}, container="broker", volume_path="/data",
+                          clients={"producer": {"app": "producer"}})  # fmt: skip
+    target = KubernetesTarget(placement, cluster=ClusterAccess(str(kubeconfig)), run_id=f"cp{uuid.uuid4().hex[:8]}",
+                              inject_timeout_s=10.0, restore_timeout_s=10.0)  # fmt: skip
+
+    def live(kind: str, action: str | None = None) -> bool:
+        with cluster.lock:
+            found = [o for o in cluster.objects.values() if o["kind"] == kind]
+        return any(action is None or o["spec"].get("action") == action for o in found)
+
+    observe = {
+        "running": lambda: not live("PodChaos"),
+        "reachable": lambda: not live("NetworkChaos", "partition"),
+        "rtt_ms": lambda: 300.0 if live("NetworkChaos", "delay") else 0.0,
+        "fullness": lambda: 1.0 if live("IOChaos") else 0.0,
+    }
+
+    def foreign() -> object:  # a journaled object outside the service's namespace: refused, never deleted
+        desc = target.describe()
+        desc["objects"] = [{"kind": "PodChaos", "namespace": "kube-system", "name": "theirs", "uid": "u1",
+                            "primitive": "stop"}]  # fmt: skip
+        return KubernetesTarget.from_description(desc)
+
+    # Chaos Mesh has no refuse-style partition: the backend must refuse it, naming the fault proxy.
+    return Subject("kubernetes", target, lambda t: True, lambda: True, observe, foreign,
+                   {"network_partition:refuse": "fault proxy"})  # fmt: skip
+
+
 SUBJECTS: dict[str, Callable[[ExitStack], Subject]] = {
     "process": process_subject,
     "proxy": proxy_subject,
     "disk": disk_subject,
     "docker": docker_subject,
+    "kubernetes": kubernetes_subject,
 }
 NEEDS_CGROUPS = {("process", "freeze"), ("process", "limits")}
 
