@@ -361,5 +361,6 @@ def test_recover_is_idempotent_on_real_faults(procs: Procs, tmp_path: Path) -> N
     assert all(cgroup_of(busy.pid, c) == home[c] for c in (FREEZER, CPU, MEMORY))
     # The limit's previous values travelled through the journal, so recovery verified them too.
     for controller in (CPU, MEMORY):
-        restored = entries[0].restore["measured"][controller]  # type: ignore[index]
+        assert entries[0].restore is not None and entries[0].restore["type"] == "Unlimited"
+        restored = entries[0].restore["detail"][controller]
         assert restored["previous"] and restored["restored"] is True
