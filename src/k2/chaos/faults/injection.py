@@ -57,8 +57,8 @@ class FaultRecord:
     effect: Effect | None = None
     restore_effect: Effect | None = None
     error: str | None = None
-    notes: dict[str, Any] = field(default_factory=dict)
     primitive: str | None = None  # the target primitive that injected it (e.g. pause, kill): its mode
+    notes: dict[str, Any] = field(default_factory=dict)
 
 
 class Injection:
