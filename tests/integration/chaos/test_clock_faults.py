@@ -81,11 +81,11 @@ def test_skew_moves_an_armed_process_and_unskew_brings_it_back(
     target = ClockTarget("writer", str(domain), service_pid=lambda: server.pid)
     effect = target.skew_clock(3600)
     assert abs(clock_of(server) - 3600) < 0.5  # within 0.5 s: the reading's own round trip
-    assert server.pid in effect.measured["armed_pids"] and abs(effect.measured["reader_offset_s"] - 3600) < 0.5
+    assert server.pid in effect.detail["armed_pids"] and abs(effect.detail["reader_offset_s"] - 3600) < 0.5
     target.skew_clock(-86400)  # a jump back a day, live
     assert abs(clock_of(server) + 86400) < 0.5
     restored = target.unskew()
-    assert abs(clock_of(server)) < 0.5 and restored.measured["previous_offset_s"] == -86400
+    assert abs(clock_of(server)) < 0.5 and restored.detail["previous_offset_s"] == -86400
     assert target.unskew().changed is False  # idempotent
 
 
@@ -110,7 +110,7 @@ def test_a_client_domain_moves_before_its_processes_start(
     spawn: Callable[..., subprocess.Popen[str]], domain: Path
 ) -> None:
     target = ClockTarget("producer", str(domain))
-    assert target.skew_clock(-600).measured["armed_pids"] == []
+    assert target.skew_clock(-600).detail["armed_pids"] == []
     assert abs(clock_of(spawn(CLOCK_SERVER, faketime.arm_env(domain), stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE)) + 600) < 0.5  # fmt: skip
     target.unskew()

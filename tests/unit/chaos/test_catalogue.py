@@ -28,6 +28,8 @@ def test_defaults_build_a_valid_spec_of_the_kind(name: str) -> None:
     values = {p.name: p.default for p in entry.params if p.default is not None or p.optional}
     if name == "slicer":  # the one toxic attribute without a default
         values["average_size"] = 64
+    if name == "clock_skew":  # one of offset_seconds or jump_to, neither by default
+        values["offset_seconds"] = 60.0
     spec = entry.build("kafka", entry.duration_default, **values)
     assert spec.kind == name and spec.capability in entry.capabilities.values()
 

@@ -35,5 +35,5 @@ def test_bad_parameters_are_refused_when_built(offset: object, jump_to: object, 
 def test_jump_to_becomes_the_offset_at_injection_time() -> None:
     moment = datetime.now(UTC) + timedelta(hours=2)
     fault = clock_skew("writer", jump_to=moment.isoformat())
-    assert fault.params()["offset_seconds"] == pytest.approx(moment.timestamp() - time.time(), abs=0.5)
-    assert clock_skew("writer", offset_seconds=-90).params() == {"offset_seconds": -90.0}
+    assert fault.spec.arguments()["offset_seconds"] == pytest.approx(moment.timestamp() - time.time(), abs=0.5)
+    assert clock_skew("writer", offset_seconds=-90).spec.arguments() == {"offset_seconds": -90.0}

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from k2.chaos.errors import InvalidFault
+from k2.chaos.faults.clock import OFFSET_RANGE_S, ClockSkew
 from k2.chaos.faults.disk import DiskFill
 from k2.chaos.faults.network import NetworkPartition, ToxicFault
 from k2.chaos.faults.resources import ResourceLimit
@@ -193,6 +194,11 @@ CATALOGUE: dict[str, Kind] = {
                     optional=True, explore=(0.8, 1.0)),
               Param("size", "size", None, "bytes to write instead, e.g. 100m", 1, optional=True)),
              None, {"": Capability.DISK}),
+        Kind("clock_skew", ClockSkew, "move the service's wall clock by an offset, or to a time (it then runs on)",
+             (Param("offset_seconds", "float", None, "seconds ahead (negative: behind)", OFFSET_RANGE_S[0],
+                    OFFSET_RANGE_S[1], optional=True, explore=(-86400.0, 86400.0)),
+              Param("jump_to", "str", None, "an ISO-8601 time with its zone instead", optional=True)),
+             None, {"": Capability.CLOCK}),
         *_toxic_kinds(),
     )
 }  # fmt: skip
