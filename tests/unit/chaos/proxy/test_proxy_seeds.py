@@ -9,7 +9,7 @@ import pytest
 from tests.unit.chaos.proxy.proxy_helpers import connect, recv_exactly
 
 from k2.chaos.proxy import Chunk, EchoServer, Proxy, ProxyServer, Toxic, ToxicContext, register
-from k2.chaos.session import ChaosSession
+from k2.chaos.session import ChaosSession, ServiceTargets
 from k2.chaos.targets.proxy import ProxyTarget
 
 DRAWS: list[tuple[int, float]] = []
@@ -72,7 +72,7 @@ def test_decisions_reach_the_unshape_effect_and_the_session_seeds_the_proxy(echo
     with ProxyServer(api=("127.0.0.1", 0), seed=3) as server:
         proxy = server.create("svc", echo.address)
         target = ProxyTarget("svc", server.api_url)
-        with ChaosSession({}, tmp_path / "journal.jsonl", network={"svc": target}, seed=99, watchdog=False) as s:
+        with ChaosSession([ServiceTargets("svc", target)], tmp_path / "journal.jsonl", seed=99, watchdog=False) as s:
             assert server.seed == proxy.seed == s.fault_proxy_seed is not None
         target.shape("latency", toxicity=0.5, attributes={"latency": 1})
         for _ in range(10):
@@ -80,6 +80,6 @@ def test_decisions_reach_the_unshape_effect_and_the_session_seeds_the_proxy(echo
                 sock.sendall(b"x")
                 recv_exactly(sock, 1)
         effect = target.unshape()
-        counts = effect.measured["toxicity_decisions"]["k2_latency_downstream"]
+        counts = effect.detail["toxicity_decisions"]["k2_latency_downstream"]
         assert counts["applied"] + counts["skipped"] == 10 and 0 < counts["applied"] < 10
         assert proxy.toxics() == []
