@@ -110,14 +110,17 @@ def assert_fails_fast(client: ApiClient, namespace: str, n: int = 20) -> float:
 
 class TestRateLimiting:
     def test_one_client_exhausts_its_limit_others_are_served(
-        self, api_client: Callable[..., ApiClient], platform_config: Any
-    ) -> None:
+        self, api_client: Callable[..., ApiClient], api_data: Callable[[int], None], platform_config: Any,
+        verify_api: Callable[[], None],
+    ) -> None:  # fmt: skip
         """One client fires 120 requests at once (120 threads): past its 4 running requests and its burst it
         gets 429s with Retry-After and
         a JSON error, while a second client asking 10/s meanwhile is answered every time (more slowly while the
         flood's admitted queries hold the engine's workers); no answer is a 5xx.
-        After waiting out Retry-After the noisy client is served again. (The limit is checked on arrival,
-        before any query runs, so the flood is refused however fast the queries are.)"""
+        After waiting out Retry-After the noisy client is served again, and what the API returns matches the
+        ledger and Iceberg. (The limit is checked on arrival, before any query runs, so the flood is refused
+        however fast the queries are.)"""
+        api_data(20)
         ns = platform_config.namespace
         assert api_client("warm-up", timeout=60).vwap(SYMBOL, ns).status == 200  # a cold API loads its engine
         # long client timeouts: the flood's admitted queries queue on the engine's few workers, shared by all
@@ -150,6 +153,7 @@ class TestRateLimiting:
         assert quiet_answers and {a.status for a in quiet_answers} == {200}, Counter(a.status for a in quiet_answers)
         time.sleep(int(limited[-1].retry_after or 1))  # what the API told the client to do
         assert noisy.vwap(SYMBOL, ns).status == 200
+        verify_api()
 
 
 class TestCircuitBreaker:
