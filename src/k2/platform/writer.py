@@ -389,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-rows", type=int, default=20_000)
     parser.add_argument("--batch-seconds", type=float, default=1.0)
     parser.add_argument("--assign-all", action="store_true", help="take every partition without group membership")
+    parser.add_argument("--consumer-conf", action="append", default=[], metavar="KEY=VALUE",
+                        help="a librdkafka consumer setting, e.g. session.timeout.ms=6000 (repeatable)")  # fmt: skip
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -398,10 +400,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as exc:
         print(f"iceberg-writer: {exc.args[0]}", file=sys.stderr)
         return 2
+    overrides = dict(item.partition("=")[::2] for item in args.consumer_conf)
+    if any(not key or not value for key, value in overrides.items()):
+        print(f"iceberg-writer: --consumer-conf takes KEY=VALUE, got {args.consumer_conf}", file=sys.stderr)
+        return 2
     crash = os.environ.get(CRASH_HOOK_ENV)
     writer = IcebergWriter(
         config, group_id=args.group, batch_max_rows=args.batch_rows, batch_max_seconds=args.batch_seconds,
         crash_after_iceberg_commits=int(crash) if crash else None, assign_all=args.assign_all,
+        consumer_overrides=overrides,
     )  # fmt: skip
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
