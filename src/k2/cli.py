@@ -19,6 +19,7 @@ from k2.chaos.errors import ChaosError
 from k2.chaos.faults.injection import Terminated
 from k2.chaos.runner import SUITES
 from k2.stack import BACKENDS, LocalStack, StackError, open_stack
+from k2.stack.services.kafka import MAX_BROKERS
 
 console = Console(stderr=True)
 out = Console()
@@ -57,6 +58,7 @@ def _stack(args: argparse.Namespace) -> LocalStack:
         args.data_dir,
         backend=getattr(args, "backend", None),
         project=getattr(args, "project", None),
+        brokers=getattr(args, "brokers", None),
         fixed_ports=fixed,
         on_progress=lambda service, message: console.print(f"  [bold]{service:<12}[/] {message}"),
     )
@@ -258,6 +260,12 @@ def cmd_chaos_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _broker_count(text: str) -> int:
+    if not re.fullmatch(r"[0-9]", text) or not 1 <= int(text) <= MAX_BROKERS:
+        raise argparse.ArgumentTypeError(f"takes a whole number from 1 to {MAX_BROKERS}, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="k2", description="K2 chaos testing framework and its platform")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -278,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     stack = sub.add_parser("stack", help="the services the platform runs on").add_subparsers(dest="verb", required=True)
     up = with_data_dir(stack.add_parser("up", help="start every service; returns when all are healthy"))
     up.add_argument("--port", action="append", metavar="SERVICE=PORT", help="listen on a fixed port")
+    up.add_argument("--brokers", type=_broker_count, default=None, metavar="N", help="Kafka brokers over the one "
+                    f"log store: kafka, kafka-2, ... (1-{MAX_BROKERS}; default 1, or what the stack has)")  # fmt: skip
     with_backend(up)
     up.set_defaults(func=cmd_up)
     down = with_data_dir(stack.add_parser("down", help="stop every service (data kept)"))

@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from k2.stack.services import LAKEHOUSE_BUCKET
+from k2.stack.services.kafka import is_broker
 from k2.stack.services.postgres import Postgres
 from k2.stack.state import StackState
 
 
 @dataclass(frozen=True)
 class Endpoints:
-    kafka_bootstrap: str
+    kafka_bootstrap: str  # every broker, comma-separated (one unless the stack runs with --brokers N)
     s3_endpoint: str
     s3_access_key: str
     s3_secret_key: str
@@ -21,6 +22,13 @@ class Endpoints:
     fault_proxy_url: str
     data_dir: str
     api_url: str = ""  # the query API (empty for a stack started before it existed)
+    kafka_brokers: tuple[str, ...] = ()  # each broker's address, `kafka` first
+
+    @property
+    def first_broker(self) -> str:
+        """The `kafka` broker alone: clients bootstrapped here never talk to the others (Tansu brokers
+        advertise only themselves)."""
+        return self.kafka_brokers[0] if self.kafka_brokers else self.kafka_bootstrap.split(",")[0]
 
     def as_env(self) -> dict[str, str]:
         return {
@@ -52,8 +60,9 @@ def lakehouse_env(stack: StackState) -> dict[str, str]:
 
 def endpoints_of(stack: StackState) -> Endpoints:
     creds = stack.credentials
+    brokers = tuple(str(svc.advertised) for name, svc in stack.services.items() if is_broker(name))
     return Endpoints(
-        kafka_bootstrap=str(stack.services["kafka"].advertised),
+        kafka_bootstrap=",".join(brokers),
         s3_endpoint=f"http://{stack.services['s3'].advertised}",
         s3_access_key=creds["s3_access_key"],
         s3_secret_key=creds["s3_secret_key"],
@@ -63,4 +72,5 @@ def endpoints_of(stack: StackState) -> Endpoints:
         fault_proxy_url=f"http://{stack.services['fault-proxy'].advertised}",
         data_dir=stack.data_dir,
         api_url=f"http://{stack.services['api'].advertised}" if "api" in stack.services else "",
+        kafka_brokers=brokers,
     )

@@ -19,6 +19,7 @@ from k2.stack.endpoints import Endpoints, endpoints_of
 from k2.stack.errors import ConfigError, NotRunning, ServiceFailed, StackError
 from k2.stack.services import Layout, Service, embedded_services
 from k2.stack.services.fault_proxy import NAME as FAULT_PROXY
+from k2.stack.services.kafka import MAX_BROKERS, is_broker
 from k2.stack.state import Address, ServiceState, StackState
 
 Progress = Callable[[str, str], None]
@@ -63,9 +64,11 @@ class LocalStack:
         fixed_ports: Mapping[str, int] | None = None,
         on_progress: Progress | None = None,
         start_timeout: float = START_TIMEOUT,
+        brokers: int | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).expanduser().absolute() if data_dir else datadir.default_data_dir()
-        self.services: dict[str, Service] = embedded_services()
+        self.brokers = self._broker_count(brokers)
+        self.services: dict[str, Service] = embedded_services(self.brokers)
         self.fixed_ports = dict(fixed_ports or {})
         unknown = set(self.fixed_ports) - set(self.services)
         if unknown:
@@ -181,6 +184,25 @@ class LocalStack:
 
     # ---- internals -------------------------------------------------------------------------------
 
+    def _broker_count(self, asked: int | None) -> int:
+        """`asked`, else as many brokers as the stack in the data dir has (1 for a new one). A running stack
+        keeps its count: changing it means `k2 stack down` first."""
+        if asked is not None and (
+            isinstance(asked, bool) or not isinstance(asked, int) or not 1 <= asked <= MAX_BROKERS
+        ):
+            raise ConfigError(f"brokers={asked!r}: give a whole number from 1 to {MAX_BROKERS}")
+        recorded = statefile.load(self.data_dir) if self.data_dir.exists() else None
+        if recorded is None:
+            return asked or 1
+        has = sum(1 for name in recorded.services if is_broker(name))
+        running = any(svc.process or svc.container for svc in recorded.services.values())
+        if asked is not None and has and asked != has and running:
+            raise ConfigError(
+                f"the stack in {self.data_dir} runs {has} broker(s), not {asked}: stop it first "
+                f"(`k2 stack down --data-dir {self.data_dir}`), or drop --brokers"
+            )
+        return asked or has or 1
+
     def _order(self) -> list[str]:
         return list(self.services)
 
@@ -201,6 +223,8 @@ class LocalStack:
         listens, and where clients connect (the fault proxy's port for it; `--port` fixes that one)."""
         stack.backend = self.backend
         layout = Layout(Path(stack.data_dir))
+        for name in [n for n in stack.services if is_broker(n) and n not in self.services]:
+            del stack.services[name]  # a stopped stack restarted with fewer brokers
         for name in self._order():
             if name in stack.services:
                 continue

@@ -23,6 +23,7 @@ from k2.chaos.targets.proxy import ProxyTarget
 from k2.stack import clocks
 from k2.stack import state as statefile
 from k2.stack.services.fault_proxy import NAME as FAULT_PROXY
+from k2.stack.services.kafka import is_broker
 
 if TYPE_CHECKING:
     from k2.stack.local import LocalStack
@@ -89,11 +90,13 @@ def proxy_targets(stack: LocalStack) -> dict[str, ProxyTarget]:
 
 
 def disk_targets(stack: LocalStack) -> dict[str, DiskTarget]:
-    """The broker's log filesystem (kafka-store's size-limited disk), reachable as `kafka` and `kafka-store`."""
+    """The brokers' log filesystem (kafka-store's size-limited disk), reachable as `kafka-store` and as each
+    broker (`kafka`, `kafka-2`, ...: they share it)."""
     store = stack.data_dir / "kafka-store" / "data"
     if not os.path.ismount(store):
         return {}
-    return {name: DiskTarget(name, str(store)) for name in ("kafka", "kafka-store")}
+    names = ["kafka-store", *(name for name in stack.services if is_broker(name))]
+    return {name: DiskTarget(name, str(store)) for name in names}
 
 
 def health_probes(stack: LocalStack) -> dict[str, Probe]:

@@ -7,6 +7,7 @@ import sys
 import urllib.request
 
 from k2.stack.services.base import HOST, Layout, Service, base_env
+from k2.stack.services.kafka import is_broker
 from k2.stack.state import Address, ServiceState, StackState
 
 NAME = "fault-proxy"
@@ -54,7 +55,7 @@ class FaultProxy(Service):
                 "listen": str(other.advertised),
                 "upstream": str(other.listen),
             }
-            if other.name == "kafka":
+            if is_broker(other.name):
                 spec["kafka_client_ids"] = KAFKA_CLIENT_LABELS
             proxies.append(spec)
         (home / "proxies.json").write_text(json.dumps({"proxies": proxies}, indent=2))

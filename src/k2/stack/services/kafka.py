@@ -1,9 +1,16 @@
-"""Tansu, the Kafka-protocol broker, keeping its log on its own private S3 store (`kafka-store`)."""
+"""Tansu, the Kafka-protocol broker, keeping its log on its own private S3 store (`kafka-store`).
+
+With `--brokers N` the stack runs N Tansu processes over that one store: `kafka`, `kafka-2`, ... Tansu 0.6
+brokers are stateless front-ends (all have node id 111, each advertises only itself, nothing is replicated;
+shared state lives in the store, updated with conditional writes), so a second broker is a second door to
+the same log, not a replica: the store stays the single point of failure.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from typing import Any
 
 from k2.stack import binaries
@@ -12,6 +19,10 @@ from k2.stack.state import Address, ServiceState, StackState
 
 HEALTH_TOPIC = "__k2_health"
 STORE_BUCKET = "tansu"
+CLUSTER_ID = "k2"
+NAME = "kafka"  # the first broker; the others are kafka-2, kafka-3, ...
+MAX_BROKERS = 9
+_BROKER_NAME = re.compile(r"kafka(-[2-9])?")
 # Tansu's S3 request timeout. At the default 30 s a longer stall of its store fences every
 # idempotent producer (stack-facts); 120 s rides out a 40 s stall.
 STORE_TIMEOUT = "120s"
@@ -36,11 +47,27 @@ class KafkaError(Exception):
     """The broker answered wrongly (Tansu says 'ready' even when its storage is broken)."""
 
 
+def broker_names(count: int) -> list[str]:
+    """The service names of `count` brokers: kafka, kafka-2, ..."""
+    return [NAME if i == 1 else f"{NAME}-{i}" for i in range(1, count + 1)]
+
+
+def is_broker(name: str) -> bool:
+    return _BROKER_NAME.fullmatch(name) is not None
+
+
 class Tansu(Service):
-    name = "kafka"
+    name = NAME
     depends_on = ("kafka-store",)
     role = "Kafka protocol broker (Tansu), log on kafka-store"
     image_name = "tansu"
+
+    def __init__(self, name: str = NAME) -> None:
+        if not is_broker(name):
+            raise ValueError(f"broker service name {name!r}: use {', '.join(broker_names(MAX_BROKERS))}")
+        self.name = name
+        if name != NAME:
+            self.role = "another Kafka protocol broker (Tansu) over the same kafka-store log; not a replica"
 
     def port_names(self) -> tuple[str, ...]:
         return ("kafka",)
@@ -79,7 +106,7 @@ class Tansu(Service):
             str(binaries.tansu()),
             "broker",
             "--cluster-id",
-            "k2",
+            CLUSTER_ID,
             "--listener-url",
             f"tcp://{svc.listen}",
             "--advertised-listener-url",
