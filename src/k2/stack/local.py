@@ -12,6 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from k2.stack import clocks, datadir, ports, procs, safefs
 from k2.stack import state as statefile
@@ -21,6 +22,9 @@ from k2.stack.services import Layout, Service, embedded_services
 from k2.stack.services.fault_proxy import NAME as FAULT_PROXY
 from k2.stack.services.kafka import MAX_BROKERS, is_broker
 from k2.stack.state import Address, ServiceState, StackState
+
+if TYPE_CHECKING:
+    from k2.stack.topics import PartitionsAdded
 
 Progress = Callable[[str, str], None]
 START_TIMEOUT = 60.0
@@ -162,6 +166,13 @@ class LocalStack:
         """Environment that puts a process a scenario starts (writer, producer, reader) in a clock domain
         that `clock_skew(domain, ...)` moves (see k2.stack.clocks)."""
         return clocks.clock_env(self, domain)
+
+    def add_partitions(self, topic: str, total: int, timeout: float = 30.0) -> PartitionsAdded:
+        """Grow a topic to `total` partitions (also on Tansu, which lacks the API: see k2.stack.topics);
+        returns once every broker lists them."""
+        from k2.stack.topics import add_partitions
+
+        return add_partitions(self.state(), topic, total, timeout)
 
     def journal_path(self) -> Path:
         """Where chaos sessions over this stack keep their journal (k2.testing opens them)."""
