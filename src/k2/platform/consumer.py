@@ -156,20 +156,21 @@ class MarketDataConsumer:
         self._on_assign_cb, self._on_revoke_cb = on_assign, on_revoke
         self._paused = False
         self._next_probe = 0.0
-        self._consumer = Consumer(
-            {
-                **config.kafka_base(),
-                "group.id": group_id,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": 6000,  # Tansu: a join takes about half of this
-                "fetch.wait.max.ms": 100,
-                "queued.max.messages.kbytes": 32768,  # bounds the prefetch
-                "error_cb": self._on_error,
-                **dict(overrides or {}),
-            }
-        )
+        self._partition_counts: dict[str, int] = {}  # per topic, when the group last assigned
+        self.needs_rejoin = False
+        self._conf = {
+            **config.kafka_base(),
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,  # Tansu: a join takes about half of this
+            "fetch.wait.max.ms": 100,
+            "queued.max.messages.kbytes": 32768,  # bounds the prefetch
+            "error_cb": self._on_error,
+            **dict(overrides or {}),
+        }
+        self._consumer = Consumer(self._conf)
 
     def start(self) -> None:
         if not self.assign_all:
@@ -218,11 +219,39 @@ class MarketDataConsumer:
     def close(self) -> None:
         self._consumer.close()
 
+    def rejoin(self) -> None:
+        """Leave the group (revoking, so the owner flushes) and join again as a new member.
+
+        Why: when a subscribed topic grows, Tansu 0.6 answers the group's re-join with the assignment of the
+        previous generation, so the new partitions are never consumed (measured: they are assigned only once
+        the group's membership changes). A new member id is such a change.
+        """
+        log.warning("iceberg-writer: %s grew; re-joining the group as a new member", ", ".join(self.topics))
+        self.needs_rejoin = False
+        self._consumer.close()
+        self._consumer = Consumer(self._conf)
+        self.start()
+
     def _assigned(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned, self._paused = list(partitions), False
         log.info("iceberg-writer: assigned %s", [(tp.topic, tp.partition) for tp in partitions])
+        if not self.assign_all:
+            self._note_partition_counts()
         if self._on_assign_cb is not None:
             self._on_assign_cb(partitions)
+
+    def _note_partition_counts(self) -> None:
+        """At each assignment: did a subscribed topic grow since the previous one? Then rejoin (see rejoin)."""
+        try:
+            metadata = self._consumer.list_topics(timeout=5.0).topics
+        except Exception as exc:  # the broker is slow: judged at the next assignment
+            log.info("iceberg-writer: partition counts not read after the assignment: %s", exc)
+            return
+        counts = {t: len(metadata[t].partitions) for t in self.topics if t in metadata}
+        grown = [t for t, n in counts.items() if n > self._partition_counts.get(t, n)]
+        self._partition_counts = counts
+        if grown:
+            self.needs_rejoin = True
 
     def _revoked(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._on_revoke_cb is not None:

@@ -175,6 +175,8 @@ class IcebergWriter:
 
     def _step(self) -> None:
         assert self._consumer is not None
+        if self._consumer.needs_rejoin:
+            self._consumer.rejoin()
         self._consumer.probe()
         waiting = self._retry_at - time.monotonic()
         if self._failures and waiting > 0:
