@@ -30,10 +30,13 @@ MARKERS = {
     "chaos_storage": "a chaos scenario against storage (S3, the catalog database, the query engine)",
     "chaos_api": "a chaos scenario against the query API (rate limits, its circuit breaker, the gateway process)",
     "chaos_clock": "a chaos scenario skewing clocks (time jumps, DST, a producer behind the broker)",
+    "chaos_consumer": "a chaos scenario against the consumer side: the Iceberg writer's group rebalancing",
+    "chaos_schema": "a chaos scenario against schema evolution: the registry, producers and the writer",
     "slow": "takes more than a few seconds",
 }
 
-SUITE_MARKERS = ("chaos_kafka", "chaos_storage", "chaos_api", "chaos_clock")
+
+SUITE_MARKERS = ("chaos_kafka", "chaos_storage", "chaos_consumer", "chaos_schema", "chaos_api", "chaos_clock")
 
 
 class ScenarioTimeout(BaseException):

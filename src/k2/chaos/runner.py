@@ -19,8 +19,14 @@ from k2.chaos.targets import target_from_description
 from k2.chaos.targets.process import proc_stat
 
 SUITES = {
-    "kafka": "chaos_kafka", "storage": "chaos_storage", "api": "chaos_api", "clock": "chaos_clock", "all": "chaos",
-}  # fmt: skip
+    "kafka": "chaos_kafka",
+    "storage": "chaos_storage",
+    "consumer": "chaos_consumer",
+    "schema": "chaos_schema",
+    "api": "chaos_api",
+    "clock": "chaos_clock",
+    "all": "chaos",
+}
 SUITE_PACKAGE = "k2.scenarios.suites"
 NOT_FAULTS = {"chaos_session", "chaos_ledger", "chaos_check", "chaos_rng", "chaos_seed", "chaos_draws"}
 

