@@ -26,6 +26,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from k2.platform.config import PlatformConfig
 from k2.platform.errors import KafkaUnavailable, SchemaRegistryUnavailable, ValidationError
+from k2.platform.evolution import ExtraField, extra_fields, reader_schema
 from k2.platform.schemas import load_schema_str, parsed_schema
 from k2.platform.validation import DEFAULT_POLICY, ValidationPolicy, validate_quote, validate_trade
 
@@ -53,8 +54,8 @@ class RecordDecoder:
         self._validators: dict[str, Callable[..., dict[str, Any]]] = {"trade": validate_trade, "quote": validate_quote}
         self._readers = {kind: parsed_schema(kind) for kind in _ID_FIELD}
         self._canonical = {kind: _canonical(load_schema_str(kind)) for kind in _ID_FIELD}
-        # (schema id, kind) -> (writer schema, reader schema or None when identical)
-        self._writers: dict[tuple[int, str], tuple[Any, Any]] = {}
+        # (schema id, kind) -> (writer schema, reader schema or None when identical, extra fields)
+        self._writers: dict[tuple[int, str], tuple[Any, Any, dict[str, ExtraField]]] = {}
 
     def decode(self, kind: str, value: bytes | None) -> tuple[dict[str, Any], int]:
         """(validated record, schema id); ValidationError if the record is bad, SchemaRegistryUnavailable
@@ -68,7 +69,7 @@ class RecordDecoder:
             raise ValidationError(
                 "<value>", f"starts with byte {magic:#04x}, not the Confluent magic byte 0", reason_code="undecodable"
             )
-        writer, reader = self._schemas(schema_id, kind)
+        writer, reader, extras = self._schemas(schema_id, kind)
         body = io.BytesIO(value)
         body.seek(_HEADER.size)
         try:
@@ -86,9 +87,17 @@ class RecordDecoder:
             )
         if not isinstance(record, dict):
             raise ValidationError("<value>", f"decodes to {type(record).__name__}", reason_code="schema_mismatch")
-        return self._validators[kind](record, policy=self.policy), schema_id
+        if not extras:
+            return self._validators[kind](record, policy=self.policy), schema_id
+        values = {name: record.pop(name, None) for name in extras}  # typed by Avro already
+        return {**self._validators[kind](record, policy=self.policy), **values}, schema_id
 
-    def _schemas(self, schema_id: int, kind: str) -> tuple[Any, Any]:
+    def extra_fields(self, schema_id: int, kind: str) -> dict[str, ExtraField]:
+        """The fields records of `schema_id` carry beyond the bundled schema (after decode() saw the id)."""
+        cached = self._writers.get((schema_id, kind))
+        return cached[2] if cached is not None else {}
+
+    def _schemas(self, schema_id: int, kind: str) -> tuple[Any, Any, dict[str, ExtraField]]:
         cached = self._writers.get((schema_id, kind))
         if cached is not None:
             return cached
@@ -111,13 +120,23 @@ class RecordDecoder:
                 reason_code="schema_mismatch",
             )
         try:
-            writer = fastavro.parse_schema(json.loads(registered.schema_str))
+            as_json = json.loads(registered.schema_str)
+            writer = fastavro.parse_schema(as_json)
         except Exception as exc:
             raise ValidationError(
                 "<schema_id>", f"{schema_id} does not parse as Avro: {exc}", reason_code="schema_mismatch"
             ) from None
-        identical = _canonical(registered.schema_str) == self._canonical[kind]
-        entry = (writer, None if identical else self._readers[kind])
+        if _canonical(registered.schema_str) == self._canonical[kind]:
+            entry: tuple[Any, Any, dict[str, ExtraField]] = (writer, None, {})
+        else:
+            try:  # a newer schema: its added fields are read too, and must be ones the tables can take
+                extras = extra_fields(as_json, kind)
+            except ValidationError as exc:
+                raise ValidationError(
+                    exc.field, f"{exc.reason}, in schema id {schema_id}", reason_code=exc.reason_code,
+                    remedy=exc.remedy,
+                ) from None  # fmt: skip
+            entry = (writer, reader_schema(kind, extras) if extras else self._readers[kind], extras)
         self._writers[(schema_id, kind)] = entry
         return entry
 

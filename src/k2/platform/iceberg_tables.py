@@ -223,14 +223,20 @@ def append_with_offsets(table: Table, data: pa.Table, offsets: Offsets) -> None:
 
 
 class TableBuffer:
-    """Column lists for one table (cheaper than row dicts, and Arrow wants columns anyway)."""
+    """Column lists for one table (cheaper than row dicts, and Arrow wants columns anyway). Columns a newer
+    schema adds (`extra`: name -> k2.platform.evolution.ExtraField) are null in rows that lack them."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self.columns: dict[str, list[Any]] = {name: [] for name in column_names(kind)}
+        self.extra: dict[str, Any] = {}
         self.size = 0
 
-    def add(self, record: dict[str, Any], partition: int, offset: int) -> None:
+    def add(self, record: dict[str, Any], partition: int, offset: int, extra: Mapping[str, Any] | None = None) -> None:
+        for name in extra or ():
+            if name not in self.columns:
+                self.columns[name] = [None] * self.size
+                self.extra[name] = extra[name]  # type: ignore[index]
         for name, values in self.columns.items():
             values.append(record.get(name))
         self.columns["kafka_partition"][-1] = partition
@@ -244,7 +250,7 @@ class TableBuffer:
         for i in range(self.size):
             row = {name: values[i] for name, values in self.columns.items()}
             try:
-                rows_to_arrow(self.kind, {name: [value] for name, value in row.items()})
+                rows_to_arrow(self.kind, {name: [value] for name, value in row.items()}, self.extra)
             except ConversionFailed as exc:
                 bad.append((row, row["kafka_partition"], row["kafka_offset"], str(exc.__cause__ or exc)))
             else:
@@ -283,7 +289,9 @@ def write_exactly_once(
             if buffer.size == 0:
                 return 0, dropped
             append_with_offsets(
-                table, rows_to_arrow(buffer.kind, buffer.columns), merge_offsets(stored, {topic: dict(positions)})
+                table,
+                rows_to_arrow(buffer.kind, buffer.columns, buffer.extra),
+                merge_offsets(stored, {topic: dict(positions)}),
             )
         except CommitFailedException:
             log.info("iceberg: concurrent commit on %s; re-reading it (attempt %d)", table.name(), attempt + 1)
@@ -299,8 +307,11 @@ class ConversionFailed(WriterError):
     """Buffered rows that Arrow refuses (a value validation let through): the writer dead-letters them."""
 
 
-def rows_to_arrow(kind: str, columns: Mapping[str, list[Any]]) -> pa.Table:
+def rows_to_arrow(kind: str, columns: Mapping[str, list[Any]], extra: Mapping[str, Any] | None = None) -> pa.Table:
+    """The buffered rows as Arrow; `extra` columns (ExtraFields of a newer schema) after the bundled ones."""
     schema = arrow_schema(kind)
+    for name, field in (extra or {}).items():
+        schema = schema.append(pa.field(name, field.arrow_type, nullable=True))
     try:
         return pa.Table.from_arrays([pa.array(columns[f.name], type=f.type) for f in schema], schema=schema)
     except (pa.ArrowException, ArithmeticError, TypeError, ValueError) as exc:

@@ -22,6 +22,7 @@ Not thread-safe: use one producer per thread (delivery callbacks run in the thre
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -44,6 +45,7 @@ from k2.platform.errors import (
     ProducerClosed,
     ProducerError,
     RecordRejected,
+    SchemaError,
     SchemaRegistryUnavailable,
     ValidationError,
 )
@@ -125,7 +127,10 @@ class MarketDataProducer:
         policy: ValidationPolicy = DEFAULT_POLICY,
         kafka_overrides: Mapping[str, Any] | None = None,
         registry: SchemaRegistryClient | None = None,
+        schemas: Mapping[str, int | str] | None = None,
     ) -> None:
+        """`schemas`: per kind, a bundled schema version (`{"trade": 3}`) or an Avro schema's JSON text to
+        write records with instead of v2 (its added fields are validated by type; see k2.platform.evolution)."""
         self.config = config
         self.observer = observer
         self.block_timeout = block_timeout
@@ -158,11 +163,13 @@ class MarketDataProducer:
         self._last_log: dict[str, float] = {}
         self._registry = registry or SchemaRegistryClient(config.registry_conf())
         serializer_conf = {"auto.register.schemas": True, "subject.name.strategy": topic_subject_name_strategy}
+        self._schema_str = {kind: _schema_text(kind, (schemas or {}).get(kind, 2)) for kind in ("trade", "quote")}
         self._serializers = {
-            kind: AvroSerializer(self._registry, load_schema_str(kind), conf=serializer_conf)
+            kind: AvroSerializer(self._registry, self._schema_str[kind], conf=serializer_conf)
             for kind in ("trade", "quote")
         }
-        routes = (("trade", config.topics.trades, validate_trade), ("quote", config.topics.quotes, validate_quote))
+        checks = {kind: _validator(kind, self._schema_str[kind]) for kind in ("trade", "quote")}
+        routes = (("trade", config.topics.trades, checks["trade"]), ("quote", config.topics.quotes, checks["quote"]))
         self._trade, self._quote = (
             _Route(kind, f"{kind}_id", topic, check, SerializationContext(topic, MessageField.VALUE))
             for kind, topic, check in routes
@@ -409,7 +416,7 @@ class MarketDataProducer:
     def _register(self, route: _Route) -> None:
         """Register the schema now (not on the first record), so a registry outage shows at startup."""
         try:
-            self._registry.register_schema(f"{route.topic}-value", Schema(load_schema_str(route.kind), "AVRO"))
+            self._registry.register_schema(f"{route.topic}-value", Schema(self._schema_str[route.kind], "AVRO"))
         except Exception as exc:
             raise self._registry_error(route, exc) from exc
         self._registered.add(route.kind)
@@ -474,3 +481,19 @@ class MarketDataProducer:
         if now - self._last_log.get(key, -every) >= every:
             self._last_log[key] = now
             log.error(message, *args)
+
+
+def _schema_text(kind: str, schema: int | str) -> str:
+    return load_schema_str(kind, schema) if isinstance(schema, int) else schema
+
+
+def _validator(kind: str, schema_str: str) -> Callable[..., dict[str, Any]]:
+    """The bundled validation for the v2 schema; for a newer one, that plus its added fields by type."""
+    if schema_str == load_schema_str(kind):
+        return validate_trade if kind == "trade" else validate_quote
+    from k2.platform.evolution import validator
+
+    try:
+        return validator(kind, json.loads(schema_str))
+    except (ValueError, AttributeError) as exc:
+        raise SchemaError(f"the {kind} schema given to the producer is not a JSON Avro record: {exc}") from exc

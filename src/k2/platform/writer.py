@@ -35,7 +35,8 @@ from k2.platform import iceberg_tables as tables
 from k2.platform.config import PlatformConfig, ensure_topics
 from k2.platform.consumer import MarketDataConsumer, RecordDecoder
 from k2.platform.deadletter import DeadLetter, DeadLetterPublisher
-from k2.platform.errors import KafkaUnavailable, PlatformError, SchemaRegistryUnavailable, ValidationError, WriterError
+from k2.platform.errors import DependencyUnavailable, KafkaUnavailable, PlatformError, ValidationError, WriterError
+from k2.platform.evolution import ExtraField, TableColumns
 from k2.platform.validation import DEFAULT_POLICY, ValidationPolicy
 
 __all__ = ["CRASH_HOOK_ENV", "IcebergWriter", "WriterHealth", "main"]
@@ -93,6 +94,7 @@ class IcebergWriter:
         self.assign_all = assign_all  # every partition, no group membership: see MarketDataConsumer
         self._consumer_overrides = consumer_overrides
         self._decoder = RecordDecoder(config, policy=policy)
+        self._columns = TableColumns()  # columns newer schemas added to the tables, per table
         self._dlq_producer = Producer({**config.kafka_base(), "enable.idempotence": True, "acks": "all"})
         self._dlq = DeadLetterPublisher(self._dlq_producer, config.topics.deadletter, keep_failed=True)
         self._consumer: MarketDataConsumer | None = None
@@ -199,7 +201,7 @@ class IcebergWriter:
         for index, message in enumerate(messages):
             try:
                 self._ingest(message)
-            except SchemaRegistryUnavailable as exc:
+            except (DependencyUnavailable, WriterError) as exc:  # not the record's fault: retry, never skip
                 assert self._consumer is not None
                 self._failed(exc)
                 self._consumer.rewind(messages[index:])
@@ -222,9 +224,13 @@ class IcebergWriter:
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         kind = self._kinds[topic]
         try:
-            record, _schema_id = self._decoder.decode(kind, message.value())
-        except SchemaRegistryUnavailable:
-            raise  # not the record's fault: retried
+            record, schema_id = self._decoder.decode(kind, message.value())
+            key = (kind, record["asset_class"])
+            extra = self._decoder.extra_fields(schema_id, kind)
+            if extra:  # a newer schema's fields: the table gets them as columns first (see k2.platform.evolution)
+                self._evolve(key, extra)
+        except (DependencyUnavailable, WriterError):
+            raise  # not the record's fault (a service, or a table changing under us): retried
         except ValidationError as exc:
             self._dead_letter(kind, exc, message)
         except Exception as exc:  # anything else about this record must not stop the writer
@@ -235,14 +241,22 @@ class IcebergWriter:
             )  # fmt: skip
             self._dead_letter(kind, reason, message)
         else:
-            key = (kind, record["asset_class"])
             buffer = self._buffers.get(key)
             if buffer is None:
                 buffer = self._buffers[key] = tables.TableBuffer(kind)
-            buffer.add(record, partition, offset)
+            buffer.add(record, partition, offset, extra)
         self._positions[(topic, partition)] = offset + 1
         if self._batch_started is None:
             self._batch_started = time.monotonic()
+
+    def _evolve(self, key: tuple[str, str], extra: dict[str, ExtraField]) -> None:
+        try:
+            self._columns.ensure(key, extra, self._table)
+        except ValidationError:
+            raise
+        except Exception as exc:  # the catalog or S3 failed: retried like any outage, the record is not skipped
+            error = tables.classify_failure(exc, f"adding columns {', '.join(extra)} to the {key[0]} table")
+            raise error if isinstance(error, PlatformError) else WriterError(str(error)) from exc
 
     def _dead_letter(self, kind: str, exc: ValidationError, message: Message) -> None:
         raw = message.value() or b""

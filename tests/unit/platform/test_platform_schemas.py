@@ -21,7 +21,7 @@ from k2.platform.validation import Side
 
 
 def test_bundled_schemas() -> None:
-    assert available_schemas() == [("quote", 2), ("trade", 2)]
+    assert available_schemas() == [("quote", 2), ("trade", 2), ("trade", 3)]
     for name, version in available_schemas():
         schema = load_schema(name, version)
         assert schema["namespace"] == NAMESPACE
