@@ -36,6 +36,7 @@ MARKERS = {
 }
 
 
+MULTI_BROKERS = 3  # what the multi-broker scenarios need (see --chaos-brokers)
 SUITE_MARKERS = ("chaos_kafka", "chaos_storage", "chaos_consumer", "chaos_schema", "chaos_api", "chaos_clock")
 
 
@@ -68,6 +69,7 @@ class ChaosRun:
     data_dir: Path | None
     backend: str
     project: str | None = None
+    brokers: int | None = None
     results: list[Any] = field(default_factory=list)
     scenarios: dict[str, ScenarioState] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
@@ -93,6 +95,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--chaos-timeout", type=float, default=180.0, help="seconds before a scenario counts as a HANG")
     group.addoption("--chaos-keep-stack", action="store_true", help="leave the stack running after the run")
     group.addoption("--chaos-data-dir", type=Path, default=None, help="stack data dir (reuses a running stack)")
+    group.addoption(
+        "--chaos-brokers",
+        type=int,
+        default=None,
+        help=f"Kafka brokers of the run's stack (default: {MULTI_BROKERS} when a selected scenario uses "
+        "`multi_broker_config`, else 1; a reused stack keeps its own)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -107,6 +116,7 @@ def pytest_configure(config: pytest.Config) -> None:
         data_dir=config.getoption("--chaos-data-dir", None),
         backend=config.getoption("--chaos-backend", "local"),
         project=config.getoption("--chaos-project", None),
+        brokers=config.getoption("--chaos-brokers", None),
     )
 
 

@@ -32,6 +32,17 @@ def platform_config(k2_stack: Any) -> PlatformConfig:
 
 
 @pytest.fixture
+def multi_broker_config(platform_config: PlatformConfig, k2_stack: Any) -> PlatformConfig:
+    """The scenario's config with every broker to bootstrap from (a run that selects a scenario using this
+    fixture starts its stack with 3 brokers; see --chaos-brokers)."""
+    brokers = k2_stack.endpoints().kafka_brokers
+    if len(brokers) < 2:
+        pytest.skip(f"the stack runs {len(brokers)} Kafka broker; multi-broker scenarios need a stack started with "
+                    "`k2 stack up --brokers 3` (or no --chaos-data-dir: the run then starts one)")  # fmt: skip
+    return platform_config.with_(kafka_bootstrap=",".join(brokers))
+
+
+@pytest.fixture
 def trade_factory(chaos_rng: Any) -> TradeFactory:
     """Trades drawn from the scenario's seeded workload stream, ids included: a replay sends the same trades."""
     return TradeFactory(chaos_rng, run_tag=f"{chaos_rng.getrandbits(24):06x}")
@@ -78,9 +89,8 @@ def make_producer(platform_config: PlatformConfig, chaos_ledger: Ledger) -> Iter
 
     def make(**options: Any) -> Any:
         overrides = {"client.id": "producer", **options.pop("kafka_overrides", {})}
-        producer = MarketDataProducer(
-            platform_config, observer=chaos_ledger.observe, kafka_overrides=overrides, **options
-        )
+        config = options.pop("config", platform_config)
+        producer = MarketDataProducer(config, observer=chaos_ledger.observe, kafka_overrides=overrides, **options)
         made.append(producer)
         return LedgeredProducer(producer, chaos_ledger)
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from k2.chaos.faults import Fault, clock_skew, inject_latency, network_partition, resource_limit, service_failure
-from k2.chaos.pytest_plugin import RUN, ChaosRun, scenario_state
+from k2.chaos.pytest_plugin import MULTI_BROKERS, RUN, ChaosRun, scenario_state
 from k2.chaos.session import ChaosSession
 from k2.platform.errors import PlatformError
 from k2.testing import chaos_session as open_session
@@ -51,7 +51,11 @@ def k2_stack(request: pytest.FixtureRequest) -> Iterator[Any]:
     if data_dir is None:
         root = Path(tempfile.mkdtemp(prefix="k2-chaos-"))
         data_dir = root / "stack"
-    stack = open_stack(data_dir, backend=run.backend, project=run.project)
+    brokers = run.brokers
+    if brokers is None and run.data_dir is None:
+        wanted = any("multi_broker_config" in getattr(item, "fixturenames", ()) for item in request.session.items)
+        brokers = MULTI_BROKERS if wanted else 1
+    stack = open_stack(data_dir, backend=run.backend, project=run.project, brokers=brokers)
     stack.up()
     run.versions = binaries.versions()
     try:
