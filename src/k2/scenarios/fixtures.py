@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -185,12 +185,17 @@ def verify_no_loss(
     then run the checker on what independent readers found (with iceberg=True, also audit the tables'
     offset bookkeeping: breaks are anomalies beside the verdict)."""
 
-    def verify(timeout: float = 60.0, *, iceberg: bool = False, ordered: bool = True) -> Any:
-        """`ordered=False` where a key may change partition (partitions added): Kafka orders per partition only."""
+    def verify(
+        timeout: float = 60.0, *, iceberg: bool = False, ordered: bool = True, ignore: Collection[str] = ()
+    ) -> Any:
+        """`ordered=False` where a key may change partition (partitions added): Kafka orders per partition only.
+        `ignore`: keys of records the scenario sent outside the ledger and accounts for itself (e.g. a rogue
+        producer's, checked in the dead-letter topic)."""
         sources = [trades_reader.source] + ([iceberg_reader.source] if iceberg else [])
 
         def read() -> list[Observed]:
-            return trades_reader.read() + (iceberg_reader.read() if iceberg else [])
+            found = trades_reader.read() + (iceberg_reader.read() if iceberg else [])
+            return [o for o in found if o.key not in ignore] if ignore else found
 
         observed: list[Observed] = wait_drained(read, chaos_ledger.acked_keys(), timeout, sources=sources)
         return chaos_check(observed, sources=sources, ordered=[trades_reader.source] if ordered else [],

@@ -8,6 +8,7 @@ from typing import Any
 from k2.chaos.anomaly import Anomaly, AnomalyKind, register
 from k2.chaos.checker import Observed, Unreadable
 from k2.platform.config import PlatformConfig
+from k2.platform.redrive import REDRIVEN_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class KafkaTopicReader:
         self._deserialize = AvroDeserializer(SchemaRegistryClient(config.registry_conf()))
         self.seen: list[Observed] = []
         self.unreadable: list[Unreadable] = []
+        self.redriven = 0  # copies the redrive put back (k2.platform.redrive): the originals are read
 
     def _assign_new_partitions(self, timeout: float = 30.0) -> None:
         """Read every partition from its beginning, including partitions added since the last read."""
@@ -74,6 +76,9 @@ class KafkaTopicReader:
                     continue
                 if msg.partition() in rewound:
                     continue  # fetched again after the seek
+                if any(name == REDRIVEN_HEADER for name, _ in msg.headers() or ()):
+                    self.redriven += 1  # a copy of a dead-lettered record already on the topic: read the original
+                    continue
                 try:
                     record = self._deserialize(msg.value(), ctx)
                     key = _key_of(record)
