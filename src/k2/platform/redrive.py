@@ -9,7 +9,10 @@ How: the dead-letter topic is read with assigned partitions and group `k2-redriv
 batch is one Kafka transaction that publishes every redrivable letter's original bytes to its source topic
 (keyed by the record's symbol, as the producer keys it, with header `k2-redriven-from: topic/partition/offset`)
 and commits the group's position past it. The writer reads committed data only, so a redrive killed mid-batch
-publishes nothing (its transaction is aborted when the next redrive starts with the same transactional id).
+publishes nothing (its transaction is aborted when the next redrive starts with the same transactional id) -
+on a broker that hides aborted transactions from read_committed consumers. Tansu 0.6 does not (measured: it
+hides an open transaction, then serves it once aborted), so there a redrive killed mid-batch can write that
+batch twice; the checker reports such duplicates in Iceberg.
 
 Letters with other reasons are passed over. At the first letter whose schema id is still unknown the redrive
 stops: that letter and every later one wait for the next run (`waiting` says which id).
