@@ -35,6 +35,7 @@ __all__ = ["MarketDataConsumer", "RecordDecoder"]
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">BI")
+GROWTH_CHECK_S = 5.0  # how often a group member compares the topics' partition counts with its assignment's
 _ID_FIELD = {"trade": "trade_id", "quote": "quote_id"}
 
 
@@ -176,6 +177,7 @@ class MarketDataConsumer:
         self._paused = False
         self._next_probe = 0.0
         self._partition_counts: dict[str, int] = {}  # per topic, when the group last assigned
+        self._next_growth_check = 0.0
         self.needs_rejoin = False
         self._conf = {
             **config.kafka_base(),
@@ -259,18 +261,32 @@ class MarketDataConsumer:
         if self._on_assign_cb is not None:
             self._on_assign_cb(partitions)
 
+    def check_growth(self) -> None:
+        """Every few seconds: has a subscribed topic more partitions than when the group last assigned? Then
+        rejoin (see rejoin). Also catches a growth the read at the assignment itself missed (slow or stale)."""
+        if self.assign_all or not self._partition_counts or time.monotonic() < self._next_growth_check:
+            return
+        self._next_growth_check = time.monotonic() + GROWTH_CHECK_S
+        counts = self._read_partition_counts()
+        if counts is not None and any(n > self._partition_counts.get(t, n) for t, n in counts.items()):
+            self.needs_rejoin = True
+
     def _note_partition_counts(self) -> None:
         """At each assignment: did a subscribed topic grow since the previous one? Then rejoin (see rejoin)."""
+        counts = self._read_partition_counts()
+        if counts is None:  # the broker is slow: check_growth() looks again
+            return
+        if any(n > self._partition_counts.get(t, n) for t, n in counts.items()):
+            self.needs_rejoin = True
+        self._partition_counts = counts
+
+    def _read_partition_counts(self) -> dict[str, int] | None:
         try:
             metadata = self._consumer.list_topics(timeout=5.0).topics
-        except Exception as exc:  # the broker is slow: judged at the next assignment
-            log.info("iceberg-writer: partition counts not read after the assignment: %s", exc)
-            return
-        counts = {t: len(metadata[t].partitions) for t in self.topics if t in metadata}
-        grown = [t for t, n in counts.items() if n > self._partition_counts.get(t, n)]
-        self._partition_counts = counts
-        if grown:
-            self.needs_rejoin = True
+        except Exception as exc:
+            log.info("iceberg-writer: partition counts not read: %s", exc)
+            return None
+        return {t: len(metadata[t].partitions) for t in self.topics if t in metadata}
 
     def _revoked(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._on_revoke_cb is not None:

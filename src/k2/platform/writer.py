@@ -177,6 +177,7 @@ class IcebergWriter:
 
     def _step(self) -> None:
         assert self._consumer is not None
+        self._consumer.check_growth()
         if self._consumer.needs_rejoin:
             self._consumer.rejoin()
         self._consumer.probe()

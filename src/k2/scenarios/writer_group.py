@@ -377,8 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         # Owned by whoever asked for the restart: the runner, or the watchdog that heals a dead runner's faults.
         parent = proc_stat(os.getppid())
         owner = procs.ProcessId(os.getppid(), parent.starttime if parent else 0)
-        started = _launch(path, args.name, owner)
-        _wait_ready(started, START_TIMEOUT)
+        started = _launch(path, args.name, owner)  # restored once it runs again; it joins the group on its own
     except (GroupError, OSError, ValueError) as exc:
         print(f"writer group: {exc}", file=sys.stderr)
         return 1

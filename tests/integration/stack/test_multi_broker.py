@@ -122,7 +122,8 @@ def test_the_writers_consumer_re_joins_and_gets_the_new_partitions(stack: LocalS
     def spin_until(condition: object, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if consumer.needs_rejoin:  # what the writer's loop does
+            consumer.check_growth()  # what the writer's loop does
+            if consumer.needs_rejoin:
                 consumer.rejoin()
             consumer.consume(100, 0.1)
             if condition():  # type: ignore[operator]

@@ -95,18 +95,18 @@ class TestMultiBrokerFailover:
         self, make_producer: Any, multi_broker_config: Any, k2_stack: Any, trade_factory: Any, chaos_session: Any,
         chaos_ledger: Any, verify_no_loss: Any,
     ) -> None:  # fmt: skip
-        """The producer's broker is frozen for 8 s, past the producer's 3 s request and socket timeouts: its
+        """The producer's broker is frozen for 6 s, past the producer's 2 s request and socket timeouts: its
         requests time out and are retried, and everything is delivered once (measured: the first ack comes after
         the thaw). Tansu often acknowledges the batches in flight with wrong offsets (see the module doc): not a
         loss, reported as "acknowledged with a wrong offset" anomalies with each record's claimed and real place."""
         watch = BrokerInUse(k2_stack)
-        timeouts = {"socket.timeout.ms": 3000, "request.timeout.ms": 3000}
+        timeouts = {"socket.timeout.ms": 2000, "request.timeout.ms": 2000}
         producer = make_producer(config=multi_broker_config, kafka_overrides={**watch.conf(), **timeouts})
         produce_for(producer, trade_factory, 0.5)
         assert producer.flush(30) == 0
         victim = watch.current(producer)
-        with service_failure(victim, duration_seconds=8, mode="pause", session=chaos_session) as fault:
-            produce_for(producer, trade_factory, 7.5)
+        with service_failure(victim, duration_seconds=6, mode="pause", session=chaos_session) as fault:
+            produce_for(producer, trade_factory, 5.5)
         assert producer.flush(60) == 0
         result = verify_no_loss()  # Tansu's wrong acknowledged offsets, if any, as anomalies beside the outcome
         fault.record.effect["wrong_ack_offsets"] = sum(a.kind == "wrong_ack_offset" for a in result.anomalies)
