@@ -64,8 +64,11 @@ class DockerStack(LocalStack):
         fixed_ports: Mapping[str, int] | None = None,
         on_progress: Progress | None = None,
         start_timeout: float = 120.0,
+        brokers: int | None = None,
     ) -> None:
-        super().__init__(data_dir, fixed_ports=fixed_ports, on_progress=on_progress, start_timeout=start_timeout)
+        super().__init__(
+            data_dir, fixed_ports=fixed_ports, on_progress=on_progress, start_timeout=start_timeout, brokers=brokers
+        )
         recorded = self.state(required=False)
         chosen = project or (recorded.project if recorded and recorded.project else default_project(self.data_dir))
         if recorded and recorded.project and recorded.project != chosen:

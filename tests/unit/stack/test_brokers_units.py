@@ -92,3 +92,12 @@ def test_each_broker_gets_its_own_proxy_with_client_labels_and_is_in_the_bootstr
     endpoints = endpoints_of(state)
     assert endpoints.kafka_bootstrap.split(",") == [str(state.services[n].advertised) for n in broker_names(3)]
     assert endpoints.first_broker == str(state.services["kafka"].advertised)
+
+
+def test_the_docker_backend_takes_a_broker_count_too(tmp_path: Path) -> None:
+    from k2.stack import open_stack
+
+    stack = open_stack(tmp_path / "stack", backend="docker", brokers=3)  # builds nothing until `up`
+    assert stack.backend == "docker" and stack.brokers == 3
+    assert [n for n in stack.services if is_broker(n)] == broker_names(3)
+    assert stack.services["kafka-3"].container_spec is not None  # a container of its own, like `kafka`
