@@ -25,6 +25,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -83,8 +84,8 @@ class WriterGroup:
         session_timeout_ms: int = 6000,
         consumer_conf: Mapping[str, Any] | None = None,
     ) -> None:
-        if not group_id or not group_id.replace("-", "").replace("_", "").replace(".", "").isalnum():
-            raise GroupError(f"writer group id {group_id!r}: use letters, digits, '.', '_' and '-'")
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,128}", group_id):
+            raise GroupError(f"writer group id {group_id!r}: use ASCII letters, digits, '.', '_' and '-'")
         if batch_rows < 1 or batch_seconds <= 0 or session_timeout_ms < 1000:
             raise GroupError(
                 f"writer group {group_id}: batch_rows={batch_rows}, batch_seconds={batch_seconds}, "
@@ -96,6 +97,9 @@ class WriterGroup:
         # A fresh 0700 directory unless one is given: the file holds the stack's credentials.
         self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix=f"k2-{group_id}-"))
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.root.is_symlink() or self.root.stat().st_uid != os.getuid():
+            raise GroupError(f"{self.root} is a symlink or another user's directory; give a directory of your own")
+        self.root.chmod(0o700)
         self.path = self.root / GROUP_FILE
         # Heartbeats well inside the session timeout: members learn of a rebalance (measured: a join went from
         # ~7 s to ~2 s on Tansu with 500 ms instead of librdkafka's 3 s default).

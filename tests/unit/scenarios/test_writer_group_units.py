@@ -32,7 +32,12 @@ def test_the_group_file_is_private_and_holds_what_a_restart_needs(tmp_path: Path
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"group_id": "a b"}, "letters"), ({"batch_rows": 0}, "at least 1 row"), ({"session_timeout_ms": 10}, "1000 ms")],
+    [
+        ({"group_id": "a b"}, "letters"),
+        ({"group_id": "ｇ1"}, "ASCII"),
+        ({"batch_rows": 0}, "at least 1 row"),
+        ({"session_timeout_ms": 10}, "1000 ms"),
+    ],
 )
 def test_bad_options_are_refused_naming_them(tmp_path: Path, options: dict[str, object], message: str) -> None:
     args = {"group_id": "g", **options}
@@ -58,6 +63,14 @@ def test_member_command_needs_its_owner_as_pid_and_start_time() -> None:
     with pytest.raises(SystemExit) as exited:
         main(["member", "--owner", "12", "--", "--group", "g"])
     assert exited.value.code == 2
+
+
+def test_a_symlinked_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(GroupError, match="symlink"):
+        WriterGroup(CONFIG, "g", root=tmp_path / "link")
+    assert not (tmp_path / "real" / GROUP_FILE).exists()
 
 
 def test_the_group_file_is_never_read_through_a_symlink(tmp_path: Path) -> None:
