@@ -13,7 +13,7 @@ def test_dry_run_lists_whole_names_and_expectations() -> None:
         capture_output=True, text=True, timeout=300, check=True, env={"COLUMNS": "80", "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     lines = done.stdout.splitlines()
-    assert "k2 chaos run --dry-run (all): 30 scenarios" in lines[0]
+    assert "k2 chaos run --dry-run (all): 42 scenarios" in lines[0]
     faults_of = {lines[i - 1]: line for i, line in enumerate(lines) if line.startswith("    faults:")}
     assert (
         "chaos_clock_skew" in faults_of["TestTimeJumps::test_ntp_step_forward_and_back_on_the_writer_and_the_catalog"]
@@ -33,6 +33,7 @@ def test_dry_run_lists_whole_names_and_expectations() -> None:
     assert set(expects) == {
         "TestKafkaBrokerFailure::test_full_buffer_during_outage_raises_backpressure",
         "TestQueryEngineResilience::test_query_fails_typed_when_storage_unavailable",
+        "TestSchemaEvolution::test_incompatible_change_is_refused_and_the_producer_fails_typed",
     }
     assert (
         "chaos_minio_failure" in expects["TestQueryEngineResilience::test_query_fails_typed_when_storage_unavailable"]
