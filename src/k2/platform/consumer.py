@@ -35,7 +35,7 @@ __all__ = ["MarketDataConsumer", "RecordDecoder"]
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">BI")
-GROWTH_CHECK_S = 5.0  # how often a group member compares the topics' partition counts with its assignment's
+GROWTH_CHECK_S = 2.0  # how often a group member compares the topics' partition counts with its assignment's
 _ID_FIELD = {"trade": "trade_id", "quote": "quote_id"}
 
 
@@ -178,6 +178,7 @@ class MarketDataConsumer:
         self._next_probe = 0.0
         self._partition_counts: dict[str, int] = {}  # per topic, when the group last assigned
         self._next_growth_check = 0.0
+        self._last_assignment: set[tuple[str, int]] = set()
         self.needs_rejoin = False
         self._conf = {
             **config.kafka_base(),
@@ -249,6 +250,7 @@ class MarketDataConsumer:
         """
         log.warning("iceberg-writer: %s grew; re-joining the group as a new member", ", ".join(self.topics))
         self.needs_rejoin = False
+        self._revoked(self._consumer, list(self.assigned))  # the owner flushes and commits while it still can
         self._consumer.close()
         self._consumer = Consumer(self._conf)
         self.start()
@@ -257,28 +259,38 @@ class MarketDataConsumer:
         self.assigned, self._paused = list(partitions), False
         log.info("iceberg-writer: assigned %s", [(tp.topic, tp.partition) for tp in partitions])
         if not self.assign_all:
-            self._note_partition_counts()
+            self._note_partition_counts(self._last_assignment)
+            self._last_assignment = {(tp.topic, tp.partition) for tp in partitions}
         if self._on_assign_cb is not None:
             self._on_assign_cb(partitions)
 
     def check_growth(self) -> None:
-        """Every few seconds: has a subscribed topic more partitions than when the group last assigned? Then
-        rejoin (see rejoin). Also catches a growth the read at the assignment itself missed (slow or stale)."""
-        if self.assign_all or not self._partition_counts or time.monotonic() < self._next_growth_check:
-            return
+        """Every few seconds between rebalances: has a subscribed topic more partitions than the assignment was
+        made for? Then the member assigned its partition 0 re-joins (see rejoin): one member, so that members do
+        not leave and join at the same moment (that left a Tansu 0.6 group without any assignment for a minute)."""
+        if self.assign_all or not self.assigned or time.monotonic() < self._next_growth_check:
+            return  # (not while joining: the assignment being made is judged when it arrives)
         self._next_growth_check = time.monotonic() + GROWTH_CHECK_S
         counts = self._read_partition_counts()
-        if counts is not None and any(n > self._partition_counts.get(t, n) for t, n in counts.items()):
+        if counts is None:
+            return
+        grown = [t for t, n in counts.items() if n > self._partition_counts.get(t, n)]
+        self._partition_counts = counts  # judged once
+        owned = {(tp.topic, tp.partition) for tp in self.assigned}
+        if any((topic, 0) in owned for topic in grown):
             self.needs_rejoin = True
 
-    def _note_partition_counts(self) -> None:
-        """At each assignment: did a subscribed topic grow since the previous one? Then rejoin (see rejoin)."""
+    def _note_partition_counts(self, previous: set[tuple[str, int]]) -> None:
+        """At each assignment: a topic grew, yet this member got exactly its previous assignment back? That is
+        Tansu's stale answer (see rejoin); a changed assignment was made for the new partition counts."""
         counts = self._read_partition_counts()
         if counts is None:  # the broker is slow: check_growth() looks again
             return
-        if any(n > self._partition_counts.get(t, n) for t, n in counts.items()):
-            self.needs_rejoin = True
+        grown = [t for t, n in counts.items() if n > self._partition_counts.get(t, n)]
         self._partition_counts = counts
+        owned = {(tp.topic, tp.partition) for tp in self.assigned}
+        if owned == previous and any((topic, 0) in owned for topic in grown):
+            self.needs_rejoin = True
 
     def _read_partition_counts(self) -> dict[str, int] | None:
         try:

@@ -184,9 +184,8 @@ class TestConsumerRebalancing:
         through its store: k2.stack.topics). Producer and writers pick the new partitions up; every trade reaches
         Iceberg exactly once and the lag recovers on all six. Symbols that move partition lose Kafka's
         per-partition order, so order is not checked here."""
-        refresh = {"topic.metadata.refresh.interval.ms": 1000}
-        group = writer_group(2, consumer_conf=refresh)
-        producer = make_producer(kafka_overrides=refresh)
+        group = writer_group(2)  # they notice the growth themselves (k2.platform.consumer.GROWTH_CHECK_S)
+        producer = make_producer(kafka_overrides={"topic.metadata.refresh.interval.ms": 1000})
         under_load(producer, trade_factory, 1.0)
         started = time.time()
         added = k2_stack.add_partitions(trades_reader.topic, 6)
