@@ -94,6 +94,7 @@ class WriterGroup:
         self.config = config
         self.group_id = group_id
         self.session: ChaosSession | None = None  # set by declare(): members started later are declared too
+        self._declared: set[str] = set()
         # A fresh 0700 directory unless one is given: the file holds the stack's credentials.
         self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix=f"k2-{group_id}-"))
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -213,19 +214,29 @@ class WriterGroup:
         return targets
 
     def declare(self, session: ChaosSession) -> list[str]:
-        """Make every live member a target of `session` (by its name), so faults may act on it; members
-        started later are declared as they start."""
+        """Make every live member a service of `session` (by its name: lifecycle, freeze and limits through its
+        process target), so faults may act on it; members started later are declared as they start."""
+        from k2.chaos.session import ServiceTargets
+
         self.session = session
-        declared = {n: t for n, t in self.targets().items() if n not in session.targets or
-                    session.targets[n].describe().get("spec", {}).get("state_file") != str(self.path)}  # fmt: skip
-        session.targets.update(declared)
-        return list(declared)
+        declared = []
+        for name, target in self.targets().items():
+            known = session.services.get(name)
+            if known is not None and all(_state_file(t) == str(self.path) for t in known.targets):
+                continue  # already declared by this group (a fault may hold that very target)
+            if known is not None and name not in self._declared:
+                raise GroupError(f"{name} is already a service of the chaos session; give the group other names")
+            session.services[name] = ServiceTargets(name, target)
+            self._declared.add(name)
+            declared.append(name)
+        return declared
 
     def undeclare(self) -> None:
         """Take the group's members out of the session again (the session outlives the group)."""
         if self.session is not None:
-            for member in self.members():
-                self.session.targets.pop(member.name, None)
+            for name in self._declared:
+                self.session.services.pop(name, None)
+            self._declared.clear()
             self.session = None
 
     # ---- the group's progress in Kafka -------------------------------------------------------------
@@ -264,6 +275,11 @@ def _me() -> procs.ProcessId:
     stat = proc_stat(os.getpid())
     assert stat is not None
     return procs.ProcessId(stat.pid, stat.starttime)
+
+
+def _state_file(target: Any) -> str | None:
+    spec = getattr(target, "spec", None)
+    return getattr(spec, "state_file", None)
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from k2.platform.config import PlatformConfig
 from k2.platform.producer import MarketDataProducer
 from k2.scenarios.writer_group import WriterGroup
 from k2.stack import LocalStack
+from k2.testing import chaos_session
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -81,7 +82,7 @@ def test_members_are_chaos_targets_and_a_kill_is_healed_from_another_process(
     group: WriterGroup, stack: LocalStack
 ) -> None:
     group.start(2)
-    with stack.chaos_session(seed=5) as session:
+    with chaos_session(stack, seed=5) as session:
         assert sorted(group.declare(session)) == ["writer-1", "writer-2"]
         with service_failure("writer-2", duration_seconds=1, mode="pause", session=session) as paused:
             assert paused.record.effect["freezer_state"] == "FROZEN"
@@ -93,7 +94,7 @@ def test_members_are_chaos_targets_and_a_kill_is_healed_from_another_process(
         assert after.alive and after.pid != before.pid
         assert killed.record.restore_effect["pid"] == after.pid  # read back from the group file
         group.undeclare()
-        assert "writer-1" not in session.targets
+        assert "writer-1" not in session.services
 
 
 def test_members_stop_when_the_process_that_started_them_dies(stack: LocalStack, tmp_path: Path) -> None:

@@ -83,13 +83,13 @@ class TestMultiBrokerFailover:
         victim = watch.current(producer)
         with service_failure(victim, duration_seconds=3, mode="kill", session=chaos_session) as fault:
             produce_for(producer, trade_factory, 2.5)
-            fault.record.effect["first_ack_after_s"] = first_ack_after(chaos_ledger, fault.record.injected_at or 0)
-            fault.record.effect["failed_over_to"] = watch.current(producer)
+            fault.record.notes["first_ack_after_s"] = first_ack_after(chaos_ledger, fault.record.injected_at or 0)
+            fault.record.notes["failed_over_to"] = watch.current(producer)
         assert producer.flush(60) == 0
         result = verify_no_loss()  # with Tansu's wrong acknowledged offsets, if any, as anomalies beside it
-        fault.record.effect["wrong_ack_offsets"] = sum(a.kind == "wrong_ack_offset" for a in result.anomalies)
-        assert fault.record.effect["first_ack_after_s"] is not None, "no acknowledgement while the broker was down"
-        assert fault.record.effect["failed_over_to"] != victim
+        fault.record.notes["wrong_ack_offsets"] = sum(a.kind == "wrong_ack_offset" for a in result.anomalies)
+        assert fault.record.notes["first_ack_after_s"] is not None, "no acknowledgement while the broker was down"
+        assert fault.record.notes["failed_over_to"] != victim
 
     def test_broker_paused_past_the_client_timeouts(
         self, make_producer: Any, multi_broker_config: Any, k2_stack: Any, trade_factory: Any, chaos_session: Any,
@@ -109,5 +109,5 @@ class TestMultiBrokerFailover:
             produce_for(producer, trade_factory, 5.5)
         assert producer.flush(60) == 0
         result = verify_no_loss()  # Tansu's wrong acknowledged offsets, if any, as anomalies beside the outcome
-        fault.record.effect["wrong_ack_offsets"] = sum(a.kind == "wrong_ack_offset" for a in result.anomalies)
-        fault.record.effect["first_ack_after_s"] = first_ack_after(chaos_ledger, fault.record.injected_at or 0)
+        fault.record.notes["wrong_ack_offsets"] = sum(a.kind == "wrong_ack_offset" for a in result.anomalies)
+        fault.record.notes["first_ack_after_s"] = first_ack_after(chaos_ledger, fault.record.injected_at or 0)

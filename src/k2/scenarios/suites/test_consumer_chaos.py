@@ -52,26 +52,26 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     return found
 
 
-def lag_recovers(group: Any, reader: Any, effect: dict[str, Any]) -> None:
+def lag_recovers(group: Any, reader: Any, notes: dict[str, Any]) -> None:
     """Every partition's end (read independently of the writers) committed by the group; what was measured goes
-    into `effect` (a fault's, so the report shows it)."""
+    into `notes` (a fault's, so the report shows it)."""
     ends: dict[int, int] = {}
     for record in reader.read():
         partition, offset = record.position
         ends[partition] = max(ends.get(partition, 0), offset + 1)
     waited = group.wait_caught_up(reader.topic, ends, LAG_TIMEOUT)
     committed = group.committed(reader.topic, sorted(ends))
-    effect["lag"] = {"ends": ends, "committed": committed, "recovered_after_s": waited}
+    notes["lag"] = {"ends": ends, "committed": committed, "recovered_after_s": waited}
     assert waited is not None, f"lag did not recover within {LAG_TIMEOUT:g}s: committed {committed}, ends {ends}"
 
 
-def record_action(session: Any, kind: str, target: str, started: float, effect: dict[str, Any]) -> dict[str, Any]:
+def record_action(session: Any, kind: str, target: str, started: float, notes: dict[str, Any]) -> dict[str, Any]:
     """A change that has no undo (partitions cannot be removed) on the scenario's timeline, beside its faults."""
-    from k2.chaos.session import FaultRecord
+    from k2.chaos.faults.injection import FaultRecord
 
-    record = FaultRecord(kind, target, {}, None, injected_at=started, restored_at=time.time(), effect=effect)
+    record = FaultRecord(kind, target, {}, None, injected_at=started, restored_at=time.time(), notes=notes)
     session.records.append(record)
-    return record.effect
+    return record.notes
 
 
 class CommittedOffsets:
@@ -122,12 +122,12 @@ class TestConsumerRebalancing:
         group = writer_group(3)
         produce(producer_v2, trade_factory, 300)
         with service_failure("writer-1", duration_seconds=1, mode="kill", session=chaos_session) as fault:
-            fault.record.effect["unassigned_members"] = [m.name for m in group.members() if not assignments(m)]
+            fault.record.notes["unassigned_members"] = [m.name for m in group.members() if not assignments(m)]
             under_load(producer_v2, trade_factory, 1.0)
-        assert fault.record.effect["unassigned_members"], "every member was assigned before the kill: no rebalance hit"
+        assert fault.record.notes["unassigned_members"], "every member was assigned before the kill: no rebalance hit"
         assert producer_v2.flush(30) == 0
         verify_no_loss(iceberg=True)
-        lag_recovers(group, trades_reader, fault.record.effect)
+        lag_recovers(group, trades_reader, fault.record.notes)
 
     def test_writers_join_and_leave_under_load(
         self, producer_v2: Any, trade_factory: Any, writer_group: Any, chaos_session: Any, chaos_draws: Any,
@@ -146,7 +146,7 @@ class TestConsumerRebalancing:
                 under_load(producer_v2, trade_factory, 1.5)
         assert producer_v2.flush(30) == 0
         verify_no_loss(iceberg=True)
-        lag_recovers(group, trades_reader, fault.record.effect)
+        lag_recovers(group, trades_reader, fault.record.notes)
 
     def test_zombie_writer_paused_past_its_session_timeout(
         self, producer_v2: Any, trade_factory: Any, writer_group: Any, chaos_session: Any, trades_reader: Any,
@@ -166,12 +166,12 @@ class TestConsumerRebalancing:
             taken_over = assignments(survivor) + 1
             under_load(producer_v2, trade_factory, 1.0)
             wait_for(lambda: assignments(survivor) >= taken_over, 7.0, "writer-2 to take over the frozen partitions")
-            fault.record.effect["evicted_while_frozen"] = True
+            fault.record.notes["evicted_while_frozen"] = True
         under_load(producer_v2, trade_factory, 1.0)
         assert producer_v2.flush(30) == 0
         verify_no_loss(iceberg=True)
-        lag_recovers(group, trades_reader, fault.record.effect)
-        fault.record.effect["committed_samples"] = offsets.samples
+        lag_recovers(group, trades_reader, fault.record.notes)
+        fault.record.notes["committed_samples"] = offsets.samples
         assert offsets.backwards == [], (
             f"committed offsets went backwards (partition, was, became): {offsets.backwards}"
         )

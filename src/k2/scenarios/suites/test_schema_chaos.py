@@ -193,6 +193,6 @@ class TestSchemaEvolution:
         again = registry(platform_config).get_latest_version(subject).schema_id
         assert again == v3_id, f"v3 came back as schema id {again}, not {v3_id}: its dead letters cannot be redriven"
         result = redrive(platform_config)
-        fault.record.effect["redrive"] = result.to_dict()
+        fault.record.notes["redrive"] = result.to_dict()
         assert len(result.redriven) == len(stranded) and result.waiting is None, result.to_dict()
         verify_no_loss(iceberg=True)
