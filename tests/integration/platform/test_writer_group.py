@@ -85,14 +85,14 @@ def test_members_are_chaos_targets_and_a_kill_is_healed_from_another_process(
     with chaos_session(stack, seed=5) as session:
         assert sorted(group.declare(session)) == ["writer-1", "writer-2"]
         with service_failure("writer-2", duration_seconds=1, mode="pause", session=session) as paused:
-            assert paused.record.effect["freezer_state"] == "FROZEN"
-        assert paused.record.restore_effect["freezer_states"]
+            assert paused.effect.frozen and paused.effect.freezer_state == "FROZEN"
+        assert paused.restore_effect.changed  # thawed
         before = group.member("writer-1")
         with service_failure("writer-1", duration_seconds=0.5, mode="kill", session=session) as killed:
             assert not before.alive
         after = group.member("writer-1")
         assert after.alive and after.pid != before.pid
-        assert killed.record.restore_effect["pid"] == after.pid  # read back from the group file
+        assert killed.restore_effect.pid == after.pid  # read back from the group file
         group.undeclare()
         assert "writer-1" not in session.services
 
