@@ -208,4 +208,6 @@ def test_a_toxiproxy_client_drives_the_stacks_fault_proxy(stack: LocalStack) -> 
         assert registry_get(stack.endpoints().schema_registry_url) >= 140
     finally:
         proxy.destroy_toxic("latency_downstream")
-    assert registry_get(stack.endpoints().schema_registry_url) < 50
+    # The toxic is gone: the fastest of three requests is well under its 150 ms (one slow answer on a busy
+    # machine says nothing about the toxic).
+    assert min(registry_get(stack.endpoints().schema_registry_url) for _ in range(3)) < 100
