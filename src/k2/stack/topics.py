@@ -80,7 +80,7 @@ def _counts(brokers: list[str], topic: str) -> dict[str, int]:
 def _through_api(bootstrap: str, topic: str, total: int, timeout: float) -> bool:
     """CreatePartitions; False when the broker does not implement it (Tansu 0.6)."""
     from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import NewPartitions
+    from confluent_kafka.admin import NewPartitions  # type: ignore[attr-defined]  # not re-exported in the stubs
 
     admin = admin_client(bootstrap, timeout)  # kept referenced: a collected client fails its futures
     future = admin.create_partitions([NewPartitions(topic, total)])[topic]
