@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from k2.chaos import cgroups
-from k2.chaos.cgroups import CPU, FREEZER, MEMORY, Cgroup, cgroup_of
+from k2.chaos import cgroups_v1 as cgroups
+from k2.chaos.cgroups_v1 import CPU, FREEZER, MEMORY, Cgroup, cgroup_of
 from k2.chaos.errors import Unsupported
 from k2.chaos.targets.base import Target, wait_until
 from tests.compliance import echo_service

@@ -61,6 +61,10 @@ def measure(cls: type[E], primitive: str, target: str, backend: str, t0: float, 
                duration_s=time.monotonic() - t0, **fields)  # fmt: skip
 
 
+def _how(mechanism: str | None) -> str:
+    return f" by {mechanism}" if mechanism else ""
+
+
 def _answer(answered: bool | None) -> str:
     return "" if answered is None else ("; probe answered" if answered else "; probe unanswered")
 
@@ -107,24 +111,27 @@ class Started(Effect):
 
 @dataclass(frozen=True, kw_only=True)
 class Frozen(Effect):
-    """Every process of the service frozen (`freezer_state` as the kernel reads it, when visible)."""
+    """Every process of the service frozen (`freezer_state` as the kernel reads it, when visible); `mechanism`
+    says how where a backend has several (a local process: cgroup-v1, cgroup-v2 or sigstop)."""
 
     frozen: bool
     freezer_state: str | None = None
     answered: bool | None = None
+    mechanism: str | None = None
 
     def summary(self) -> str:
         state = f" (freezer {self.freezer_state})" if self.freezer_state else ""
-        return f"{'frozen' if self.frozen else 'NOT frozen'}{state}" + _answer(self.answered)
+        return f"{'frozen' if self.frozen else 'NOT frozen'}{state}" + _how(self.mechanism) + _answer(self.answered)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Thawed(Effect):
     freezer_state: str | None = None
     answered: bool | None = None
+    mechanism: str | None = None
 
     def summary(self) -> str:
-        return ("thawed" if self.changed else "was not frozen") + _answer(self.answered)
+        return ("thawed" if self.changed else "was not frozen") + _how(self.mechanism) + _answer(self.answered)
 
 
 # -- limits: limit -> unlimit ---------------------------------------------------------------------
@@ -132,18 +139,22 @@ class Thawed(Effect):
 
 @dataclass(frozen=True, kw_only=True)
 class Limited(Effect):
-    """The limits as read back from the kernel (or the engine) after setting them."""
+    """The limits as read back from the kernel (or the engine) after setting them; `cpu_mechanism` and
+    `mem_mechanism` say how where a backend has several (a local process: cgroup-v1, cgroup-v2, duty-cycle,
+    rlimit)."""
 
     cpu_quota_us: int | None = None
     cpu_period_us: int | None = None
     mem_bytes: int | None = None
+    cpu_mechanism: str | None = None
+    mem_mechanism: str | None = None
 
     def summary(self) -> str:
         parts = []
         if self.cpu_quota_us is not None:
-            parts.append(f"cpu {self.cpu_quota_us}/{self.cpu_period_us} µs")
+            parts.append(f"cpu {self.cpu_quota_us}/{self.cpu_period_us} µs{_how(self.cpu_mechanism)}")
         if self.mem_bytes is not None:
-            parts.append(f"memory {self.mem_bytes} B")
+            parts.append(f"memory {self.mem_bytes} B{_how(self.mem_mechanism)}")
         return "limited: " + ", ".join(parts or ["nothing"])
 
 
@@ -156,6 +167,8 @@ class Unlimited(Effect):
     throttled_ns: int | None = None
     oom_kills: int | None = None
     peak_mem_bytes: int | None = None
+    cpu_mechanism: str | None = None
+    mem_mechanism: str | None = None
 
     def summary(self) -> str:
         seen = [f"{k} {v}" for k, v in (("throttled periods", self.throttled_periods),

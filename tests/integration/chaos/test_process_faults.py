@@ -21,30 +21,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests import host
 
-from k2.chaos import cgroups
-from k2.chaos.cgroups import CPU, FREEZER, MEMORY, Cgroup, cgroup_of, leave
-from k2.chaos.errors import Unsupported
+from k2.chaos.cgroups_v1 import CPU, FREEZER, MEMORY, Cgroup, cgroup_of, leave
 from k2.chaos.journal import Journal, read_entries
 from k2.chaos.targets import target_from_description
 from k2.chaos.targets.base import wait_until
 from k2.chaos.targets.process import ProcessSpec, ProcessTarget, is_alive, proc_stat, send_signal
 from k2.chaos.watchdog import default_log_path
 
-
-def _usable() -> bool:
-    try:
-        for controller in (FREEZER, CPU, MEMORY):
-            cgroups.mount_point(controller)
-    except Unsupported:
-        return False
-    return True
-
-
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not _usable(), reason="needs root and cgroup v1 freezer, cpu and memory"),
-]
+pytestmark = [pytest.mark.integration, host.v1_cgroups]
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

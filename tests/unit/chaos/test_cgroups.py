@@ -9,9 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests import host
 
-from k2.chaos import cgroups
-from k2.chaos.cgroups import (
+from k2.chaos import cgroups_v1 as cgroups
+from k2.chaos.cgroups_v1 import (
     FREEZER,
     Cgroup,
     cgroup_of,
@@ -60,20 +61,12 @@ def test_k2_group_and_home_of_invert(home: str) -> None:
 
 
 def test_missing_controller_is_unsupported(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cgroups, "_mounts", lambda: {})
+    monkeypatch.setattr(cgroups, "mounts", lambda: {})
     with pytest.raises(Unsupported, match="cgroup v1 'freezer'.*docker backend"):
         cgroups.mount_point(FREEZER)
 
 
-def _have_v1_freezer() -> bool:
-    try:
-        cgroups.mount_point(FREEZER)
-    except Unsupported:
-        return False
-    return True
-
-
-needs_freezer = pytest.mark.skipif(not _have_v1_freezer(), reason="needs root and a cgroup v1 freezer")
+needs_freezer = host.v1_freezer
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from k2.chaos.cgroups import CPU, FREEZER, MEMORY, Cgroup, cgroup_of, k2_group
+from k2.chaos.cgroups_v1 import CPU, FREEZER, MEMORY, Cgroup, cgroup_of, k2_group
 from k2.chaos.errors import InjectionFailed, InvalidFault, UnsafeTarget, Unsupported
 from k2.chaos.targets import Target, target_from_description
 from k2.chaos.targets.base import wait_until

@@ -14,24 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests import host
 
-from k2.chaos import cgroups
-from k2.chaos.errors import Unsupported
 from k2.chaos.journal import Journal
 from k2.chaos.targets.base import wait_until
 from k2.chaos.targets.process import ProcessSpec, ProcessTarget, is_alive, proc_stat
 from k2.chaos.watchdog import Watchdog, default_log_path
 
-
-def _root_with_freezer() -> bool:
-    try:
-        cgroups.mount_point(cgroups.FREEZER)
-    except Unsupported:
-        return False
-    return True
-
-
-needs_freezer = pytest.mark.skipif(not _root_with_freezer(), reason="needs root and a cgroup v1 freezer")
+needs_freezer = host.v1_freezer
 
 
 def _log_events(journal: Path) -> list[dict[str, object]]:

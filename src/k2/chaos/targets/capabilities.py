@@ -160,9 +160,9 @@ ROUTES: dict[Capability, str] = {
     Capability.LIFECYCLE: "declare the service's process or container target in the session (the stack's own "
     "services get one from k2.testing)",
     Capability.FREEZE: "declare the service's process or container target in the session (a local process "
-    "needs root and the cgroup v1 freezer; a container needs a Docker engine)",
+    "needs no privilege: a cgroup freezer where one is writable, else SIGSTOP; a container needs a Docker engine)",
     Capability.LIMITS: "declare the service's process or container target in the session (a local process "
-    "needs root and the cgroup v1 cpu and memory controllers)",
+    "needs no privilege: cgroup limits where writable, else a duty-cycled CPU cap and rlimits)",
     Capability.NETWORK: "route the service through the stack's fault-proxy (declare its ProxyTarget in the "
     "session, as k2.testing does for every stack service): partitions and toxics need no privilege there",
     Capability.DISK: "give the service a filesystem of its own (a size-limited mount, as the stack gives "

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from k2.chaos.cgroups import CPU, FREEZER, MEMORY, Cgroup, cgroup_of
+from k2.chaos.cgroups_v1 import CPU, FREEZER, MEMORY, Cgroup, cgroup_of
 from k2.chaos.errors import ChaosError, UnsafeTarget, Unsupported
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from k2.chaos.cgroups import CPU, MEMORY, Cgroup, cgroup_of, read_counters
+from k2.chaos.cgroups_v1 import CPU, MEMORY, Cgroup, cgroup_of, read_counters
 from k2.chaos.effects import Effect, Filled, Freed, Healed, Limited, Partitioned, Shaped, Unlimited
 from k2.chaos.errors import ChaosError, InjectionFailed, InvalidFault, RestoreFailed, Unsupported
 from k2.chaos.targets.base import CPU_PERIOD_US, LimitValues, Probe, probe_rtt_ms, wait_until

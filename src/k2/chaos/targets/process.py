@@ -1,4 +1,4 @@
-"""The local backend: a process tree K2 started, faulted with signals and cgroup v1.
+"""The local backend: a process tree K2 started, faulted with signals, cgroups or rlimits.
 
 Safety rule: a pid is only touched while its /proc start time matches the one recorded for it
 (signals go through a pidfd opened before the check, so a reused pid is never signalled).
@@ -22,9 +22,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from k2.chaos.cgroups import CPU, FREEZER, MEMORY, TreeGroups, cgroup_of, home_of
 from k2.chaos.effects import Frozen, Limited, Started, Stopped, Thawed, Unlimited, measure
 from k2.chaos.errors import InjectionFailed, InvalidFault, RestoreFailed, UnsafeTarget, Unsupported
+from k2.chaos.local.common import TreeState
+from k2.chaos.local.tree import OLD_DESCRIPTIONS, LocalFaults
 from k2.chaos.procfs import ProcStat, is_alive, proc_stat, process_tree, send_signal
 from k2.chaos.targets.base import CPU_PERIOD_US, LimitValues, Probe, wait_until
 from k2.chaos.targets.capabilities import Capability
@@ -118,8 +119,9 @@ class ProcessSpec:
 class ProcessTarget:
     """A local process tree K2 started (see `ProcessSpec`); implements the `Target` primitives.
 
-    Pause uses the freezer cgroup, limits the cpu and memory cgroups, all in K2's own groups
-    nested under the tree's current ones (see `k2.chaos.cgroups`).
+    Pause and limits use the mechanism this host and user allow, chosen per capability and named in
+    every effect: cgroup v1 or v2 (K2's own groups nested under the tree's), else SIGSTOP/SIGCONT,
+    duty-cycled SIGSTOP and rlimits (see `k2.chaos.local`; K2_CGROUP overrides the choice).
     """
 
     kind = "process"
@@ -127,8 +129,10 @@ class ProcessTarget:
         {Capability.LIFECYCLE, Capability.FREEZE, Capability.LIMITS}
     )
     limitations: ClassVar[dict[str, str]] = {
-        "service_failure": "pause needs root and the cgroup v1 freezer",
-        "resource_limit": "needs root and the cgroup v1 cpu and memory controllers",
+        "service_failure": "pause: a cgroup freezer (v1 as root, v2 where writable), else SIGSTOP, which the "
+        "tree can observe",
+        "resource_limit": "cgroup limits as root, else a duty-cycled CPU cap and an rlimit memory cap (per "
+        "process; refused below what a process already maps)",
     }
 
     def __init__(
@@ -138,7 +142,8 @@ class ProcessTarget:
         pid_source: PidSource | None = None,
         home: Mapping[str, str] | None = None,
         previous: Mapping[str, Mapping[int, str]] | None = None,
-        previous_values: Mapping[str, Mapping[str, int]] | None = None,
+        previous_values: Mapping[str, Mapping[str, Any]] | None = None,
+        local: Mapping[str, Any] | None = None,
         _stale_ok: bool = False,
     ) -> None:
         self.spec = spec if isinstance(spec, ProcessSpec) else ProcessSpec.from_dict(spec)
@@ -147,14 +152,11 @@ class ProcessTarget:
         self.starttime: int | None = self.spec.starttime
         self._pid_source = pid_source
         self._stop_signal = parse_signal(self.spec.stop_signal)
-        # controller -> cgroup path the tree lived in before K2 touched it.
-        self._home: dict[str, str] = dict(home or {})
-        # controller -> pid -> that pid's cgroup before it was moved into K2's group.
-        self._previous: dict[str, dict[int, str]] = {c: dict(m) for c, m in (previous or {}).items()}
-        self._prev_values = {c: dict(v) for c, v in (previous_values or {}).items()}
-        # Shares these dicts, so describe() always records what an exact undo needs.
-        members = lambda: [p for p, _ in self.members()]  # noqa: E731
-        self._groups = TreeGroups(self.name, self.spec.run_id, members, self._home, self._previous, self._prev_values)
+        # What an exact undo needs (groups before K2, mechanisms chosen, limits before); describe() records it.
+        previous_ = {c: dict(m) for c, m in (previous or {}).items()}
+        values = {c: dict(v) for c, v in (previous_values or {}).items()}
+        state = TreeState.build(dict(home or {}), previous_, values, dict(local or {}))
+        self._local = LocalFaults(self.name, self.spec.run_id, self.members, state)
         st = proc_stat(self.spec.pid)
         if st is not None and st.state not in ("Z", "X") and st.starttime != self.spec.starttime:
             if not _stale_ok:
@@ -176,8 +178,9 @@ class ProcessTarget:
         if desc.get("kind") != cls.kind:
             raise InvalidFault(f"not a process target description: kind={desc.get('kind')!r}")
         previous = {c: {int(p): path for p, path in m.items()} for c, m in desc.get("previous", {}).items()}
-        values = desc.get("previous_values")
-        target = cls(desc["spec"], home=desc.get("home"), previous=previous, previous_values=values, _stale_ok=True)
+        values, local = desc.get("previous_values"), desc.get("local", OLD_DESCRIPTIONS)
+        target = cls(desc["spec"], home=desc.get("home"), previous=previous, previous_values=values, local=local,
+                     _stale_ok=True)  # fmt: skip
         if not target.running:
             target._adopt_from_source()
         return target
@@ -185,14 +188,16 @@ class ProcessTarget:
     def describe(self) -> dict[str, Any]:
         spec = self.spec.to_dict()
         spec.update(pid=self.pid or self.spec.pid, starttime=self.starttime or self.spec.starttime)
-        previous = {c: {str(p): path for p, path in m.items()} for c, m in self._previous.items()}
+        state = self._local.state
+        local = self._local.describe()
         return {
             "kind": self.kind,
             "name": self.name,
             "spec": spec,
-            "home": dict(self._home),
-            "previous": previous,
-            "previous_values": {c: dict(v) for c, v in self._prev_values.items()},
+            "home": dict(state.home),
+            "previous": {c: {str(p): path for p, path in m.items()} for c, m in state.previous.items()},
+            "previous_values": {c: dict(v) for c, v in state.prev_values.items()},
+            "local": local,
         }
 
     def __repr__(self) -> str:
@@ -352,38 +357,35 @@ class ProcessTarget:
         return True
 
     def _learn_home(self) -> None:
-        if not self.running:
-            return
-        assert self.pid is not None
-        for controller in (FREEZER, CPU, MEMORY):
-            path = cgroup_of(self.pid, controller)
-            if path is not None and controller not in self._home:
-                self._home[controller] = home_of(path, self.spec.run_id, self.name)
+        if self.running:
+            assert self.pid is not None
+            self._local.learn_home(self.pid)
 
-    # -- pause / resume, limit / unlimit: the cgroup work is k2.chaos.cgroups.TreeGroups ----
+    # -- pause / resume, limit / unlimit: the mechanisms are k2.chaos.local's ----------------
 
     def _frozen(self) -> bool:
-        return self._groups.frozen()
+        return self._local.frozen()
 
     def pause(self, timeout: float = 10.0, probe: Probe | None = None) -> Frozen:
-        """Freeze the tree in K2's freezer group. Verified: freezer.state FROZEN, every pid in 'D',
-        and `probe` (if given) unanswered. On failure it thaws again and raises `InjectionFailed`."""
+        """Freeze the tree: the v1 freezer (FROZEN, every thread 'D'), the v2 freezer (cgroup.events
+        `frozen 1`) or SIGSTOP (every thread 'T'), and `probe` (if given) unanswered; `mechanism` says
+        which. On failure it resumes again and raises `InjectionFailed`."""
         t0, wall = time.monotonic(), time.time()
         members = self._require_members("pause")
         if self._frozen():
             raise InjectionFailed(f"{self.name}: already paused by run {self.spec.run_id}; resume it first")
-        measured = self._groups.freeze([p for p, _ in members], timeout, probe)
+        measured = self._local.freeze(members, timeout, probe)
         return measure(Frozen, "pause", self.name, self.kind, t0, wall, frozen=True,
                        freezer_state=measured.pop("freezer_state"), answered=measured.pop("probe_answered"),
-                       detail=measured)  # fmt: skip
+                       mechanism=measured.pop("mechanism"), detail=measured)  # fmt: skip
 
     def resume(self, timeout: float = 10.0, probe: Probe | None = None) -> Thawed:
-        """Thaw, move every pid back to its previous freezer group, remove K2's group. Idempotent."""
+        """Thaw (or SIGCONT), move every pid back to its previous group, remove K2's group. Idempotent."""
         t0, wall = time.monotonic(), time.time()
-        measured = self._groups.thaw(timeout, probe) or {}
+        measured = self._local.thaw(timeout, probe) or {}
         return measure(Thawed, "resume", self.name, self.kind, t0, wall, freezer_state="THAWED" if measured else None,
-                       answered=measured.pop("probe_answered", None), changed=bool(measured),
-                       detail=measured)  # fmt: skip
+                       answered=measured.pop("probe_answered", None), mechanism=measured.pop("mechanism", None),
+                       changed=bool(measured), detail=measured)  # fmt: skip
 
     def limit(
         self,
@@ -394,33 +396,38 @@ class ProcessTarget:
         timeout: float = 10.0,
         observe_s: float = 0.0,
     ) -> Limited:
-        """Move the tree into K2's cpu and/or memory groups with these limits and read them back.
+        """Cap the tree's CPU and/or memory and read the caps back (`cpu_mechanism` and `mem_mechanism` say
+        how: K2's cgroup v1 or v2 groups, a duty-cycle loop, rlimits).
 
-        Validated before anything is touched. `observe_s` > 0 records cpu.stat throttling counters
-        after that window. On Linux 6.x memory charged before the limit stays with the previous
-        group until freed, so the tree may briefly hold its old usage plus `mem_limit`; a limit
-        below current usage is refused (`InjectionFailed`), as docker refuses it.
+        Validated before anything is touched. `observe_s` > 0 records the tree's CPU share and the
+        throttling counters over that window. Memory charged before a cgroup limit stays with the
+        previous group (Linux 6.x, and always on v2), so a limit below current usage is refused
+        (`InjectionFailed`), as docker refuses it; an rlimit below what a process already maps is
+        `Unsupported`.
         """
         t0, wall = time.monotonic(), time.time()
         limits = LimitValues.build(cpu_quota, mem_limit, cpu_period=cpu_period, mem_total=_mem_total())
-        pids = [p for p, _ in self._require_members("limit")]
-        measured = self._groups.limit(pids, limits.cpu_quota_us, limits.cpu_period_us, limits.mem_bytes, observe_s)
-        cpu = measured.get("cpu", {}).get("readback", {})
-        mem = measured.get("memory", {}).get("readback", {})
-        return measure(Limited, "limit", self.name, self.kind, t0, wall, cpu_quota_us=cpu.get("cpu.cfs_quota_us"),
-                       cpu_period_us=cpu.get("cpu.cfs_period_us"), mem_bytes=mem.get("memory.limit_in_bytes"),
+        members = self._require_members("limit")
+        measured = self._local.limit(members, limits.cpu_quota_us, limits.cpu_period_us, limits.mem_bytes, observe_s)
+        cpu, mem = measured.get("cpu", {}), measured.get("memory", {})
+        return measure(Limited, "limit", self.name, self.kind, t0, wall, cpu_quota_us=cpu.get("quota_us"),
+                       cpu_period_us=cpu.get("period_us"), mem_bytes=mem.get("mem_bytes"),
+                       cpu_mechanism=cpu.get("mechanism"), mem_mechanism=mem.get("mechanism"),
                        detail=measured)  # fmt: skip
 
     def unlimit(self, timeout: float = 10.0) -> Unlimited:
-        """Move the tree back to its previous cpu/memory groups and verify their limits are the ones
-        in force before; records the hold's throttling, peak memory and OOM-kill counters. Idempotent."""
+        """Lift the caps (the tree back in its previous groups, the loop ended and the tree running, the
+        rlimits before) and verify the limits are those in force before; records the hold's throttling,
+        CPU share, peak memory and OOM-kill counters where the mechanism can see them. Idempotent."""
         t0, wall = time.monotonic(), time.time()
-        measured = self._groups.unlimit(timeout) or {}
-        cpu, memory = measured.get("cpu", {}).get("counters", {}), measured.get("memory", {}).get("counters", {})
+        measured = self._local.unlimit(timeout) or {}
+        cpu_part, mem_part = measured.get("cpu", {}), measured.get("memory", {})
+        cpu, memory = cpu_part.get("counters", {}), mem_part.get("counters", {})
         return measure(Unlimited, "unlimit", self.name, self.kind, t0, wall,
                        restored=all(m.get("restored", True) for m in measured.values()),
                        throttled_periods=cpu.get("nr_throttled"), throttled_ns=cpu.get("throttled_time"),
                        oom_kills=memory.get("oom_kill"), peak_mem_bytes=memory.get("max_usage_in_bytes"),
+                       cpu_mechanism=cpu_part.get("mechanism"), mem_mechanism=mem_part.get("mechanism"),
                        changed=bool(measured), detail=measured)  # fmt: skip
 
 
