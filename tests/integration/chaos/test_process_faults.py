@@ -14,71 +14,28 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tests import host
+from tests.integration.chaos.local_procs import SERVICE, Procs, Service, cpu_share
 
-from k2.chaos.cgroups_v1 import CPU, FREEZER, MEMORY, Cgroup, cgroup_of, leave
+from k2.chaos.cgroups_v1 import CPU, FREEZER, MEMORY, Cgroup, cgroup_of
 from k2.chaos.journal import Journal, read_entries
 from k2.chaos.targets import target_from_description
 from k2.chaos.targets.base import wait_until
-from k2.chaos.targets.process import ProcessSpec, ProcessTarget, is_alive, proc_stat, send_signal
+from k2.chaos.targets.process import ProcessSpec, is_alive, proc_stat
 from k2.chaos.watchdog import default_log_path
 
 pytestmark = [pytest.mark.integration, host.v1_cgroups]
 
-TICKS = os.sysconf("SC_CLK_TCK")
 
-
-class Procs:
-    """Everything a test starts; teardown dissolves this run's K2 groups and SIGKILLs it all."""
-
-    def __init__(self) -> None:
-        self.run_id = f"it-{uuid.uuid4().hex[:8]}"
-        self.popens: list[subprocess.Popen[bytes]] = []
-        self.adopted: list[tuple[int, int]] = []
-
-    def python(self, code: str, *, pipes: bool = False) -> subprocess.Popen[bytes]:
-        pipe = subprocess.PIPE if pipes else None
-        proc = subprocess.Popen(
-            [sys.executable, "-c", textwrap.dedent(code)], stdin=pipe, stdout=pipe, start_new_session=True
-        )
-        self.popens.append(proc)
-        return proc
-
-    def adopt(self, pid: int) -> None:
-        st = proc_stat(pid)
-        if st is not None:
-            self.adopted.append((pid, st.starttime))
-
-    def target(self, pid: int, **spec: object) -> ProcessTarget:
-        return ProcessTarget(ProcessSpec.for_pid("svc", pid, run_id=self.run_id, **spec))
-
-    def cleanup(self) -> None:
-        for controller in (FREEZER, CPU, MEMORY):
-            home = cgroup_of(os.getpid(), controller) or "/"
-            run_dir = Cgroup(controller, f"{home.rstrip('/')}/k2/{self.run_id}")
-            if not run_dir.exists():
-                continue
-            for sub in run_dir.directory.iterdir():
-                if sub.is_dir():
-                    group = Cgroup(controller, f"{run_dir.path}/{sub.name}")
-                    if controller == FREEZER:
-                        group.set_frozen(False, 5.0)
-                    leave(group, {}, home, 5.0)
-        for proc in self.popens:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-        for pid, start in self.adopted:
-            send_signal(pid, start, signal.SIGKILL)
-        for proc in self.popens:
-            proc.wait(10)
-        assert wait_until(lambda: not any(is_alive(p, s) for p, s in self.adopted), 10.0)
+@pytest.fixture(autouse=True)
+def _cgroup_v1(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about the cgroup v1 mechanisms: whatever K2_CGROUP says outside, use v1 here."""
+    monkeypatch.setenv("K2_CGROUP", "v1")
 
 
 @pytest.fixture
@@ -86,61 +43,6 @@ def procs() -> Iterator[Procs]:
     p = Procs()
     yield p
     p.cleanup()
-
-
-def cpu_share(pid: int, window: float) -> float:
-    """Cores used by `pid` over `window` seconds, from utime+stime in /proc/<pid>/stat."""
-
-    def ticks() -> int:
-        st = proc_stat(pid)
-        assert st is not None
-        return st.utime + st.stime
-
-    before, t0 = ticks(), time.monotonic()
-    time.sleep(window)  # a measurement window, not a synchronisation
-    return (ticks() - before) / TICKS / (time.monotonic() - t0)
-
-
-SERVICE = """
-    import os, select, time
-    if os.fork() == 0:  # a child, so the test shows the whole tree freezes
-        while True:
-            time.sleep(0.01)
-    i = 0
-    while True:
-        i += 1
-        out = f"c {i}\\n"
-        if select.select([0], [], [], 0.01)[0]:
-            data = os.read(0, 4096)
-            if not data:
-                break
-            out += "".join(f"p {n}\\n" for n in data.decode().split())
-        os.write(1, out.encode())
-"""
-
-
-class Service:
-    """A child that writes a counter and echoes pings: `probe` is a real request/response check."""
-
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self.proc, self.count, self.pongs = proc, 0, set[str]()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            kind, _, value = line.decode().partition(" ")
-            if kind == "c":
-                self.count = int(value)
-            else:
-                self.pongs.add(value.strip())
-
-    def probe(self, timeout: float) -> bool:
-        nonce = uuid.uuid4().hex
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(nonce.encode() + b"\n")
-        self.proc.stdin.flush()
-        return wait_until(lambda: nonce in self.pongs, timeout)
 
 
 def test_pause_freezes_the_tree_and_resume_continues(procs: Procs) -> None:
