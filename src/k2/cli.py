@@ -17,6 +17,7 @@ from rich.text import Text
 
 from k2.chaos.errors import ChaosError
 from k2.chaos.faults.injection import Terminated
+from k2.chaos.local.chooser import POLICIES
 from k2.chaos.runner import SUITES
 from k2.stack import BACKENDS, LocalStack, StackError, open_stack
 from k2.stack.services.kafka import MAX_BROKERS
@@ -168,12 +169,15 @@ def cmd_chaos_recover(args: argparse.Namespace) -> int:
 
 def cmd_chaos_run(args: argparse.Namespace) -> int:
     """The main job: the shipped chaos suites on the embedded stack, a summary and reports."""
+    from k2.chaos.local.chooser import policy_from_env
     from k2.chaos.runner import RunOptions, dry_run, run
 
+    if args.cgroup is None:
+        policy_from_env()  # a bad K2_CGROUP is refused here, not in the middle of the first scenario
     options = RunOptions(
         suite=args.suite, seed=args.seed, select=args.select, report_dir=args.report_dir,
         data_dir=args.data_dir, keep_stack=args.keep, timeout=args.timeout, backend=args.backend or "local",
-        project=args.project,
+        project=args.project, cgroup=args.cgroup,
     )  # fmt: skip
     if args.dry_run:
         _print_dry_run(dry_run(options), args.suite)
@@ -321,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     crun.add_argument("--report-dir", type=Path, default=Path("chaos-reports"))
     crun.add_argument("--timeout", type=float, default=180.0, help="seconds before a scenario counts as a HANG")
     crun.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
+    crun.add_argument("--cgroup", choices=POLICIES, default=None, help="local backend: how pause and limits are made "
+                      "(auto: cgroup v1, else v2, else signals and rlimits; v2: never v1; none: no cgroup; v1: v1 "
+                      "only). Default: K2_CGROUP, else auto")  # fmt: skip
     with_backend(crun)
     crun.set_defaults(func=cmd_chaos_run)
     inject = with_data_dir(chaos.add_parser("inject", help="inject one fault on a running stack, hold, restore"))

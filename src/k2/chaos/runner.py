@@ -15,6 +15,7 @@ from typing import Any
 
 from k2.chaos.errors import ChaosError, RestoreFailed
 from k2.chaos.journal import read_journal
+from k2.chaos.local.chooser import ENV
 from k2.chaos.targets import target_from_description
 from k2.chaos.targets.process import proc_stat
 
@@ -43,6 +44,7 @@ class RunOptions:
     verbose: bool = True
     backend: str = "local"
     project: str | None = None
+    cgroup: str | None = None  # K2_CGROUP for the run: how the local backend pauses and limits
 
 
 def pytest_args(options: RunOptions) -> list[str]:
@@ -77,7 +79,8 @@ def run(options: RunOptions) -> int:
     report = options.report_dir / "report.json"
     report.unlink(missing_ok=True)
     # A fresh interpreter, so pytest can rewrite the suites' asserts (k2 is already imported here).
-    code = subprocess.call([sys.executable, "-m", "pytest", *pytest_args(options)])
+    env = {**os.environ, ENV: options.cgroup} if options.cgroup else None
+    code = subprocess.call([sys.executable, "-m", "pytest", *pytest_args(options)], env=env)
     if code in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR):
         return 2
     if code == pytest.ExitCode.NO_TESTS_COLLECTED:
