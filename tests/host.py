@@ -58,4 +58,3 @@ v1_cgroups = needs(have_v1("freezer", "cpu", "memory"), "root and the cgroup v1 
 v1_freezer = needs(have_v1("freezer"), "root and a cgroup v1 freezer")
 v2_freezer = needs(have_v2_freezer(), "a writable cgroup2 hierarchy with the v2 freezer (Linux 5.2+)")
 other_user = needs(have_other_user(), f"root, the user {OTHER_USER!r} and {SYSTEM_PYTHON}")
-root = needs(os.geteuid() == 0, "root")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from k2.chaos.cgroups_v1 import CPU as CPU_CONTROLLER
 from k2.chaos.cgroups_v1 import FREEZER, cgroup_of, home_of
@@ -41,6 +41,8 @@ from k2.chaos.targets.base import Probe
 
 __all__ = ["OLD_DESCRIPTIONS", "LocalFaults"]
 
+M = TypeVar("M")
+
 # A description written before K2 chose mechanisms was made with cgroup v1 for everything.
 OLD_DESCRIPTIONS = {"mechanisms": {FREEZE: CGROUP_V1, CPU: CGROUP_V1, MEMORY: CGROUP_V1}}
 
@@ -66,7 +68,7 @@ class LocalFaults:
         self.tree = Tree(label, run_id, members, state)
         self.policy = policy
         self.unified = unified if unified is not None else Unified.find()
-        self._made: dict[tuple[str, str], Any] = {}  # one instance per mechanism: a loop process lives in one
+        self._made: dict[tuple[str, str], object] = {}
 
     @property
     def state(self) -> TreeState:
@@ -101,27 +103,29 @@ class LocalFaults:
     def describe(self) -> dict[str, Any]:
         """The state's "local" part, with the choice made and, for an rlimit cap, the limits before it."""
         self.choose()
-        if self.state.mechanisms.get(MEMORY) == RLIMIT:
-            self._memory().snapshot()  # type: ignore[attr-defined]
+        memory = self._memory() if self.state.mechanisms.get(MEMORY) == RLIMIT else None
+        if isinstance(memory, RlimitMemory):
+            memory.snapshot()
         return self.state.local()
 
-    def _make(self, capability: str, table: dict[str, Callable[..., Any]]) -> Any:
+    def _make(self, capability: str, table: dict[str, Callable[..., M]]) -> M:
+        """The chosen mechanism for `capability`, one instance per target (a loop process lives in one)."""
         self.choose()
         name = self.state.mechanisms.get(capability, CGROUP_V1)
         key = (capability, name)
         if key not in self._made:
             factory = table[name]
             self._made[key] = factory(self.tree, self.unified) if name == CGROUP_V2 else factory(self.tree)
-        return self._made[key]
+        return cast(M, self._made[key])
 
     def _freezer(self) -> Freezer:
-        return self._make(FREEZE, _FREEZERS)  # type: ignore[no-any-return]
+        return self._make(FREEZE, _FREEZERS)
 
     def _cpu(self) -> CpuCap:
-        return self._make(CPU, _CPU_CAPS)  # type: ignore[no-any-return]
+        return self._make(CPU, _CPU_CAPS)
 
     def _memory(self) -> MemoryCap:
-        return self._make(MEMORY, _MEMORY_CAPS)  # type: ignore[no-any-return]
+        return self._make(MEMORY, _MEMORY_CAPS)
 
     def _named(self, capability: str, measured: dict[str, Any], name: str) -> dict[str, Any]:
         measured["mechanism"] = name
