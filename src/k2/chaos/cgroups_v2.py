@@ -1,32 +1,29 @@
 """cgroup v2 (the unified hierarchy): find its mount, make K2's groups, move pids, freeze, read counters.
 
-K2's groups are named as on v1 (`<home>/k2/<run-id>/<service>`, see `k2.chaos.cgroups_v1`), nested
-under the cgroup the service was in. Unlike v1 there is one hierarchy, so one group serves the
-freezer and the limits of a tree, and a controller is usable in a group only when every ancestor
-enables it for its children (`cgroup.subtree_control`). K2 writes `subtree_control` only in the
-groups it made: a home that does not delegate `cpu` or `memory` to its children is not changed.
+K2's groups are named and nested as on v1 (`<home>/k2/<run-id>/<service>`, see `k2.chaos.cgroupfs`).
+Unlike v1 there is one hierarchy, so one group serves the freezer and the limits of a tree, and a
+controller is usable in a group only when every ancestor enables it for its children
+(`cgroup.subtree_control`). K2 writes `subtree_control` only in the groups it made: a home that does not
+delegate `cpu` or `memory` to its children is not changed.
 
-Every read and write of the kernel's files goes through `Unified`, one object per mount, so a FAKE
-of cgroupfs (a directory tree that emulates what the kernel does, in the tests) can stand in for it
-where the kernel binds cpu and memory to v1.
+Every read and write of the kernel's files goes through `Unified`, one object per mount, so a FAKE of
+cgroupfs (a directory tree that emulates what the kernel does, in the tests) can stand in for it where
+the kernel binds cpu and memory to v1.
 """
 
 from __future__ import annotations
 
-import errno
 import functools
-import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
-from k2.chaos.cgroups_v1 import K2_DIR, MOUNTINFO
+from k2.chaos.cgroupfs import Group, make_dirs, remove_dir, write_file
+from k2.chaos.cgroups_v1 import MOUNTINFO
 from k2.chaos.targets.base import wait_until
 
 __all__ = ["Cgroup2", "Unified", "parse_unified_mount", "parse_unified_path"]
-
-log = logging.getLogger(__name__)
 
 
 def parse_unified_mount(text: str) -> Path | None:
@@ -76,34 +73,14 @@ class Unified:
             return None
 
     def mkdir(self, path: str) -> None:
-        # A concurrent run may prune an empty shared parent between makedirs' steps: retry once.
-        for attempt in range(2):
-            try:
-                self.directory(path).mkdir(parents=True, exist_ok=True)
-                return
-            except FileNotFoundError:
-                if attempt:
-                    raise
+        make_dirs(self.directory(path))
 
     def rmdir(self, path: str) -> bool:
         """Remove an empty group; False while members or children pin it."""
-        try:
-            self.directory(path).rmdir()
-        except FileNotFoundError:
-            return True
-        except OSError as exc:
-            if exc.errno in (errno.EBUSY, errno.ENOTEMPTY):
-                return False
-            raise
-        return True
+        return remove_dir(self.directory(path))
 
     def write(self, path: str, key: str, value: str | int) -> None:
-        # One write() call: cgroup files parse each write separately.
-        fd = os.open(self.directory(path) / key, os.O_WRONLY)
-        try:
-            os.write(fd, str(value).encode())
-        finally:
-            os.close(fd)
+        write_file(self.directory(path) / key, value)
 
     def read(self, path: str, key: str) -> str:
         return (self.directory(path) / key).read_text().strip()
@@ -118,11 +95,20 @@ class Unified:
 
 
 @dataclass(frozen=True)
-class Cgroup2:
+class Cgroup2(Group):
     """One group of a cgroup2 hierarchy."""
 
     fs: Unified
     path: str
+
+    def at(self, path: str) -> Self:
+        return type(self)(self.fs, path)
+
+    def where(self, pid: int) -> str | None:
+        return self.fs.cgroup_of(pid)
+
+    def rmdir(self) -> bool:
+        return self.fs.rmdir(self.path)
 
     @property
     def directory(self) -> Path:
@@ -132,7 +118,7 @@ class Cgroup2:
         return self.directory.is_dir()
 
     def child(self, *names: str) -> Cgroup2:
-        return Cgroup2(self.fs, "/".join([self.path.rstrip("/"), *names]))
+        return self.at("/".join([self.path.rstrip("/"), *names]))
 
     def read(self, key: str) -> str:
         return self.fs.read(self.path, key)
@@ -149,33 +135,6 @@ class Cgroup2:
             return set(self.read(key).split())
         except FileNotFoundError:
             return set()
-
-    def counters(self, key: str) -> dict[str, int]:
-        """A flat "name value" file (cpu.stat, memory.events, cgroup.events); empty if absent."""
-        try:
-            text = self.read(key)
-        except FileNotFoundError:
-            return {}
-        return {name: int(value) for name, _, value in (line.partition(" ") for line in text.splitlines())
-                if value.strip().lstrip("-").isdigit()}  # fmt: skip
-
-    def procs(self) -> list[int]:
-        try:
-            return [int(line) for line in self.read("cgroup.procs").split()]
-        except FileNotFoundError:
-            return []
-
-    def attach(self, pid: int) -> bool:
-        """Move `pid` (all its threads) here; False if it no longer exists."""
-        try:
-            self.write("cgroup.procs", pid)
-        except ProcessLookupError:
-            return False
-        except OSError as exc:
-            if exc.errno == errno.ESRCH:
-                return False
-            raise
-        return True
 
     def frozen(self) -> bool:
         return self.counters("cgroup.events").get("frozen") == 1
@@ -200,47 +159,3 @@ class Cgroup2:
                 if missing:
                     group.write("cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(missing)))
             group = group.child(name)
-
-    def remove(self, timeout: float, *, prune_to: str) -> bool:
-        """rmdir this group (retrying while exiting tasks pin it), then K2's empty parents up to
-        `prune_to` (never `prune_to` itself). False if it still exists at the deadline."""
-        if not wait_until(lambda: self.fs.rmdir(self.path), timeout):
-            return False
-        parent = self.path.rstrip("/").rsplit("/", 1)[0]
-        while parent.startswith(prune_to.rstrip("/") + "/") and f"/{K2_DIR}" in parent:
-            if not self.fs.rmdir(parent):
-                break  # shared with another run or service: leave it
-            parent = parent.rsplit("/", 1)[0]
-        return True
-
-
-def join(group: Cgroup2, pids: list[int]) -> dict[int, str]:
-    """Move `pids` into `group`; return each moved pid's previous group (gone pids are skipped)."""
-    previous: dict[int, str] = {}
-    for pid in pids:
-        before = group.fs.cgroup_of(pid)
-        if before is None or before == group.path:
-            continue
-        if group.attach(pid):
-            previous[pid] = before
-    return previous
-
-
-def leave(group: Cgroup2, previous: dict[int, str], home: str, timeout: float) -> dict[int, str]:
-    """Move every member of `group` back to its previous group (home if unknown or gone) and remove
-    the group. Returns where each pid went."""
-    moved: dict[int, str] = {}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:  # members can fork while we move them: until the group is empty
-        members = group.procs()
-        if not members:
-            break
-        for pid in members:
-            dest = Cgroup2(group.fs, previous.get(pid, home))
-            if not dest.exists():
-                dest = Cgroup2(group.fs, home)
-            if dest.attach(pid):
-                moved[pid] = dest.path
-    if not group.remove(max(1.0, deadline - time.monotonic()), prune_to=home):
-        log.warning("cgroup v2 group %s still busy after %.1fs; left in place", group.path, timeout)
-    return moved

@@ -23,9 +23,9 @@ from pathlib import Path
 
 from tests import host
 
-from k2.chaos.cgroups_v1 import CPU, FREEZER, MEMORY, Cgroup, cgroup_of, leave
+from k2.chaos.cgroupfs import leave
+from k2.chaos.cgroups_v1 import CPU, FREEZER, MEMORY, Cgroup, cgroup_of
 from k2.chaos.cgroups_v2 import Cgroup2, Unified
-from k2.chaos.cgroups_v2 import leave as leave_v2
 from k2.chaos.local.dutycycle import tree_cpu_ns
 from k2.chaos.procfs import is_alive, proc_stat, send_signal
 from k2.chaos.targets.base import wait_until
@@ -120,7 +120,7 @@ class Procs:
             proc.wait(10)
         assert wait_until(lambda: not any(is_alive(p, s) for p, s in self.adopted), 10.0)
         for group in self.delegated:
-            leave_v2(group, {}, "/", 10.0)
+            leave(group, {}, "/", 10.0)
         for path in self.dirs:
             shutil.rmtree(path, ignore_errors=True)
 
@@ -134,7 +134,7 @@ class Procs:
             for sub in [d for d in run_dir.iterdir() if d.is_dir()]:
                 group = Cgroup2(fs, "/" + sub.relative_to(fs.mount).as_posix())
                 group.set_frozen(False, 5.0)
-                leave_v2(group, {}, home, 5.0)
+                leave(group, {}, home, 5.0)
 
 
 def cpu_share(pid: int, window: float) -> float:

@@ -13,11 +13,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from k2.chaos.errors import InjectionFailed
-from k2.chaos.targets.base import Probe
+from k2.chaos.errors import InjectionFailed, RestoreFailed
+from k2.chaos.targets.base import Probe, wait_until
 
 __all__ = ["CGROUP_V1", "CGROUP_V2", "CPU", "DUTY_CYCLE", "FREEZE", "MECHANISMS", "MEMORY", "RLIMIT", "SIGSTOP"]
-__all__ += ["CpuCap", "Freezer", "MemoryCap", "Tree", "TreeState", "ask", "proc_status", "task_states"]
+__all__ += ["CpuCap", "Freezer", "MemoryCap", "Tree", "TreeState", "answers_again", "ask", "proc_status"]
+__all__ += ["task_states", "unanswered"]
 
 # What is done to the tree (the keys of TreeState.mechanisms).
 FREEZE, CPU, MEMORY = "freeze", "cpu", "memory"
@@ -134,6 +135,24 @@ def ask(probe: Probe, timeout: float) -> bool:
         return bool(probe(timeout))
     except Exception:
         return False
+
+
+def unanswered(tree: Tree, probe: Probe | None) -> bool | None:
+    """After a freeze: False when the probe got no answer (None: no probe); an answer fails the freeze."""
+    if probe is None:
+        return None
+    if ask(probe, 1.0):
+        raise tree.failed("the probe still got an answer from the paused service")
+    return False
+
+
+def answers_again(tree: Tree, probe: Probe | None, timeout: float) -> bool | None:
+    """After a thaw: True once the probe answers (None: no probe); RestoreFailed at the deadline."""
+    if probe is None:
+        return None
+    if not wait_until(lambda: ask(probe, 1.0), timeout):
+        raise RestoreFailed(f"{tree.label}: resumed, but the probe got no answer within {timeout:g}s")
+    return True
 
 
 def task_states(pid: int) -> list[str]:

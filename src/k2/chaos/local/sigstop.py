@@ -12,7 +12,7 @@ import time
 from typing import Any, ClassVar
 
 from k2.chaos.errors import InjectionFailed, RestoreFailed
-from k2.chaos.local.common import SIGSTOP, Tree, ask, task_states
+from k2.chaos.local.common import SIGSTOP, Tree, answers_again, task_states, unanswered
 from k2.chaos.procfs import is_alive, send_signal
 from k2.chaos.targets.base import Probe, wait_until
 
@@ -75,9 +75,7 @@ class SigstopFreezer:
             if left:
                 raise self.tree.failed(f"pids {left} of the tree keep running (forking faster than K2 stops them?)")
             freeze_s = time.monotonic() - t0
-            answered = None if probe is None else ask(probe, 1.0)
-            if answered:
-                raise self.tree.failed("the probe still got an answer from the stopped service")
+            answered = unanswered(self.tree, probe)
         except InjectionFailed:
             self.thaw(timeout, None)
             raise
@@ -108,11 +106,7 @@ class SigstopFreezer:
             still = [p for p in pids if stopped(p)]
             raise RestoreFailed(f"{label}: pids {still} still stopped after SIGCONT; `kill -CONT {still[0]}`")
         self.tree.state.stopped.clear()
-        answered = None
-        if probe is not None:
-            answered = wait_until(lambda: ask(probe, 1.0), timeout)
-            if not answered:
-                raise RestoreFailed(f"{label}: resumed, but the probe got no answer within {timeout:g}s")
+        answered = answers_again(self.tree, probe, timeout)
         return {
             "mechanism": self.name,
             "resumed": pids,

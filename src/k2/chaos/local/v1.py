@@ -11,10 +11,10 @@ import time
 from typing import Any, ClassVar
 
 from k2.chaos.cgroups_v1 import CPU as CPU_CONTROLLER
-from k2.chaos.cgroups_v1 import FREEZER, Cgroup, cgroup_of, join, k2_group, leave, mount_point, mounts, read_counters
+from k2.chaos.cgroups_v1 import FREEZER, Cgroup, cgroup_of, join, k2_group, leave, mount_point, mounts
 from k2.chaos.cgroups_v1 import MEMORY as MEMORY_CONTROLLER
 from k2.chaos.errors import InjectionFailed, RestoreFailed
-from k2.chaos.local.common import CGROUP_V1, Tree, ask, page_floor, rss_bytes, task_states
+from k2.chaos.local.common import CGROUP_V1, Tree, answers_again, page_floor, rss_bytes, task_states, unanswered
 from k2.chaos.targets.base import Probe, wait_until
 
 __all__ = ["V1Cpu", "V1Freezer", "V1Memory", "unusable"]
@@ -114,9 +114,7 @@ class V1Freezer(_V1):
             states = {str(p): "".join(sorted(set(task_states(p)))) or None for p in tree}
             if any(s not in ("D", None) for s in states.values()):
                 raise self.tree.failed(f"not every thread shows frozen ('D'): {states}")
-            answered = None if probe is None else ask(probe, 1.0)
-            if answered:
-                raise self.tree.failed("the probe still got an answer from the frozen service")
+            answered = unanswered(self.tree, probe)
         except (InjectionFailed, OSError) as exc:
             self.thaw(timeout, None)
             if isinstance(exc, InjectionFailed):
@@ -140,11 +138,7 @@ class V1Freezer(_V1):
         except OSError as exc:
             raise RestoreFailed(f"{label}: thawing {group.path} failed: {exc}; run `k2 chaos recover`") from exc
         states = {str(p): Cgroup(FREEZER, dest).freezer_state() for p, dest in moved.items()}
-        answered = None
-        if probe is not None:
-            answered = wait_until(lambda: ask(probe, 1.0), timeout)
-            if not answered:
-                raise RestoreFailed(f"{label}: thawed, but the probe got no answer within {timeout:g}s")
+        answered = answers_again(self.tree, probe, timeout)
         return {
             "cgroup": group.path,
             "moved_to": {str(p): d for p, d in moved.items()},
@@ -171,7 +165,7 @@ class _V1Cap(_V1):
         return before
 
     def _counters(self, group: Cgroup) -> dict[str, int]:
-        return {k: v for key in self.counter_files for k, v in read_counters(group, key).items()}
+        return {k: v for key in self.counter_files for k, v in group.counters(key).items()}
 
     def _before_leaving(self, group: Cgroup) -> None:
         """Hook: what to do to the group before its tasks are moved out."""
@@ -227,7 +221,7 @@ class V1Cpu(_V1Cap):
 
     def stats(self) -> dict[str, Any]:
         group = self.group()
-        return {} if group is None else read_counters(group, "cpu.stat")
+        return {} if group is None else group.counters("cpu.stat")
 
     def _before_leaving(self, group: Cgroup) -> None:
         # Lift the quota before moving tasks out: a task moved out of a throttled group was seen to

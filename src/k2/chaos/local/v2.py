@@ -13,11 +13,11 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar
 
-from k2.chaos.cgroups_v1 import k2_group
-from k2.chaos.cgroups_v2 import Cgroup2, Unified, join, leave
+from k2.chaos.cgroupfs import join, k2_group, leave
+from k2.chaos.cgroups_v2 import Cgroup2, Unified
 from k2.chaos.errors import InjectionFailed, RestoreFailed, Unsupported
-from k2.chaos.local.common import CGROUP_V2, Tree, ask, page_floor, rss_bytes, task_states
-from k2.chaos.targets.base import Probe, wait_until
+from k2.chaos.local.common import CGROUP_V2, Tree, answers_again, page_floor, rss_bytes, task_states, unanswered
+from k2.chaos.targets.base import Probe
 
 __all__ = ["HOME", "V2Cpu", "V2Freezer", "V2Memory", "unusable"]
 
@@ -146,9 +146,7 @@ class V2Freezer(_V2):
             if outside:
                 raise self.tree.failed(f"pids {outside} of the tree are outside the frozen group")
             freeze_s = time.monotonic() - t0
-            answered = None if probe is None else ask(probe, 1.0)
-            if answered:
-                raise self.tree.failed("the probe still got an answer from the frozen service")
+            answered = unanswered(self.tree, probe)
         except (InjectionFailed, OSError) as exc:
             self.thaw(timeout, None)
             if isinstance(exc, InjectionFailed):
@@ -184,11 +182,7 @@ class V2Freezer(_V2):
             moved = self._release(group, timeout)
         except OSError as exc:
             raise RestoreFailed(f"{label}: thawing {group.path} failed: {exc}; run `k2 chaos recover`") from exc
-        answered = None
-        if probe is not None:
-            answered = wait_until(lambda: ask(probe, 1.0), timeout)
-            if not answered:
-                raise RestoreFailed(f"{label}: thawed, but the probe got no answer within {timeout:g}s")
+        answered = answers_again(self.tree, probe, timeout)
         return {
             "mechanism": self.name,
             "cgroup": group.path,
