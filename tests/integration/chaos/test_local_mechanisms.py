@@ -152,9 +152,6 @@ def test_duty_cycle_holds_a_busy_tree_to_its_quota_within_tolerance(
     target = procs.target(procs.python(BUSY_TREE).pid)
     assert wait_until(lambda: len(target.members()) == 2, 5.0)
     baseline = tree_share(target, 1.0)
-    # Other work on this 2-core machine can hold the tree below its two cores; the cap must hold
-    # regardless, the floors are only asserted when the tree ran well above the cap without it.
-    uncontended = baseline >= 0.8
 
     effect = target.limit(cpu_quota=30_000)
     cpu = effect.measured["cpu"]
@@ -165,18 +162,22 @@ def test_duty_cycle_holds_a_busy_tree_to_its_quota_within_tolerance(
     limited = tree_share(target, 3.0)
     # 30% of a core for the whole tree, + TOLERANCE (5 points: the loop polls down to ~1 ms per core).
     assert limited <= 0.30 + TOLERANCE, f"{limited:.3f} cores under a 30% cap (baseline {baseline:.2f})"
-    if uncontended:
-        assert limited >= 0.15, f"{limited:.3f} cores under a 30% cap (baseline {baseline:.2f})"
 
     restored = target.unlimit().measured["cpu"]
     assert restored["mechanism"] == "duty-cycle" and restored["within_tolerance"] is True
     assert restored["cpu_share"] <= 0.30 + TOLERANCE
+    assert not is_alive(*loop) and running(target.members())
+    # Nothing stops the tree any more (a duty cycle at 30% would show it stopped most of the time).
+    assert not wait_until(lambda: any(stopped(p) for p, _ in target.members()), 0.5)
+    after = tree_share(target, 1.0)
     if baseline > 0.30 + TOLERANCE:
         assert restored["counters"]["nr_throttled"] >= 5 and restored["counters"]["throttled_time"] > 0
-    assert not is_alive(*loop) and running(target.members())
-    if uncontended:
-        assert tree_share(target, 1.0) > 0.5
-    print(f"duty-cycle 30% cap: baseline {baseline:.3f}, limited {limited:.3f}, loop saw {restored['cpu_share']}")
+    # Other work on this 2-core machine can hold the tree below its two cores: the cap must hold regardless,
+    # the floor (the tree did run, it was not kept stopped) only when it ran freely before and after.
+    if baseline >= 0.8 and after >= 0.8:
+        assert limited >= 0.15, f"{limited:.3f} cores under a 30% cap (baseline {baseline:.2f}, after {after:.2f})"
+    print(f"duty-cycle 30% cap: baseline {baseline:.3f}, limited {limited:.3f}, after {after:.3f}, "
+          f"loop saw {restored['cpu_share']}")  # fmt: skip
 
 
 HOG = """
