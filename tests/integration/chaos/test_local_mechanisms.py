@@ -156,6 +156,7 @@ def test_duty_cycle_holds_a_busy_tree_to_its_quota_within_tolerance(
     effect = target.limit(cpu_quota=30_000)
     cpu = effect.measured["cpu"]
     assert cpu["mechanism"] == "duty-cycle" and cpu["cap_share"] == 0.3 and cpu["tolerance"] == TOLERANCE
+    assert (cpu["quota_us"], cpu["period_us"]) == (30_000, 100_000)
     assert cpu["pids"] == sorted(p for p, _ in target.members())
     loop = (cpu["loop_pid"], proc_stat(cpu["loop_pid"]).starttime)  # type: ignore[union-attr]
     procs.adopted.append(loop)
@@ -211,7 +212,8 @@ def test_rlimit_memory_cap_fails_allocations_past_it_and_is_reset(
 
     memory = target.limit(mem_limit="64m").measured["memory"]
     assert memory["mechanism"] == "rlimit" and memory["resource"] == "RLIMIT_AS"
-    assert memory["readback"] == {str(hog.pid): 64 << 20} and "per process" in memory["scope"]
+    assert memory["readback"] == {str(hog.pid): 64 << 20} and memory["mem_bytes"] == 64 << 20
+    assert "per process" in memory["scope"]
     assert rlimit(hog.pid, "Max address space") == str(64 << 20)
     assert ask(hog, 256 << 20) == "MemoryError"
     assert ask(hog, 1 << 20) == "allocated"  # within the cap it still works

@@ -62,6 +62,7 @@ def test_cpu_cap_nests_under_home_enables_only_its_own_groups_and_restores(fs: F
     measured = local.limit(TREE, 20_000, 100_000, None, 0.0)["cpu"]
     assert measured["mechanism"] == CGROUP_V2 and measured["cgroup"] == K2_GROUP
     assert measured["readback"] == {"cpu.max": "20000 100000"}
+    assert (measured["quota_us"], measured["period_us"]) == (20_000, 100_000)
     assert fs.read(K2_GROUP, "cpu.max") == "20000 100000"
     assert fs.read(f"/k2/{RUN}", "cgroup.subtree_control") == fs.read("/k2", "cgroup.subtree_control") == "cpu"
     assert fs.cgroup_of(4001) == fs.cgroup_of(4002) == K2_GROUP
@@ -87,6 +88,7 @@ def test_memory_cap_writes_max_and_no_swap_and_reads_oom_kills(fs: FakeCgroupfs)
     local = faults(fs)
     measured = local.limit(TREE, None, 100_000, (96 << 20) + 123, 0.0)["memory"]
     assert measured["readback"] == {"memory.max": str(96 << 20), "memory.swap.max": "0"}
+    assert measured["mem_bytes"] == 96 << 20
     assert (96 << 20) % PAGE == 0 and measured["charges_moved"] is False
     fs.bump(K2_GROUP, "memory.events", oom=1, oom_kill=1)  # what the kernel counts when it kills in the group
     (fs.directory(K2_GROUP) / "memory.peak").write_text(f"{90 << 20}\n")

@@ -109,7 +109,8 @@ class Freezer(Protocol):
 
 
 class CpuCap(Protocol):
-    """CPU time per period. `uncap` reports what the cap did while held (None: nothing was capped)."""
+    """CPU time per period. `cap` reports `quota_us` and `period_us` as read back; `uncap` what the cap did
+    while held (`counters` nr_throttled, throttled_time in ns, where seen; None: nothing was capped)."""
 
     name: ClassVar[str]
 
@@ -120,7 +121,8 @@ class CpuCap(Protocol):
 
 
 class MemoryCap(Protocol):
-    """Memory. `uncap` reports peak usage and kills where the mechanism can see them."""
+    """Memory. `cap` reports `mem_bytes` as read back; `uncap` the peak and OOM kills where the mechanism can
+    see them (`counters` max_usage_in_bytes, oom_kill)."""
 
     name: ClassVar[str]
 

@@ -91,11 +91,12 @@ class DutyCycleCpu:
                                      "quota_us": quota_us, "period_us": period_us}  # fmt: skip
         return {
             "mechanism": self.name,
+            "quota_us": hello["quota_us"],
+            "period_us": hello["period_us"],
             "loop_pid": proc.pid,
             "pids": hello["pids"],
             "cap_share": round(quota_us / period_us, 4),
             "tolerance": TOLERANCE,
-            "readback": {"quota_us": hello["quota_us"], "period_us": hello["period_us"]},
             "start_s": round(time.monotonic() - t0, 4),
         }
 

@@ -96,6 +96,7 @@ class RlimitMemory:
             raise
         return {
             "mechanism": self.name,
+            "mem_bytes": min(readback.values(), default=None),
             "resource": chosen,
             "readback": readback,
             "sizes": {str(p): {k: s.get(k) for k in ("VmSize", "VmData", "VmRSS")} for p, s in sizes.items()},

@@ -217,7 +217,8 @@ class V1Cpu(_V1Cap):
         if readback != {"cpu.cfs_quota_us": quota_us, "cpu.cfs_period_us": period_us}:
             raise self.tree.failed(f"cpu group reads back {readback}, not quota {quota_us} / period {period_us}")
         self._check_inside(group)
-        return {"mechanism": self.name, "cgroup": group.path, "readback": readback, "previous": before}
+        return {"mechanism": self.name, "quota_us": quota_us, "period_us": period_us, "cgroup": group.path,
+                "readback": readback, "previous": before}  # fmt: skip
 
     def stats(self) -> dict[str, Any]:
         group = self.group()
@@ -264,6 +265,7 @@ class V1Memory(_V1Cap):
         self._check_inside(group)
         return {
             "mechanism": self.name,
+            "mem_bytes": limit,
             "cgroup": group.path,
             "readback": readback,
             "previous": before,

@@ -272,7 +272,9 @@ class V2Cpu(_V2Cap):
     keys = ("cpu.max",)
 
     def cap(self, members: list[tuple[int, int]], quota_us: int, period_us: int) -> dict[str, Any]:
-        return self._cap(members, {"cpu.max": f"{quota_us} {period_us}"})
+        measured = self._cap(members, {"cpu.max": f"{quota_us} {period_us}"})
+        quota, period = measured["readback"]["cpu.max"].split()
+        return measured | {"quota_us": int(quota), "period_us": int(period)}
 
     def stats(self) -> dict[str, Any]:
         group = self.group()
@@ -313,7 +315,8 @@ class V2Memory(_V2Cap):
                 "current usage"
             )
         measured = self._cap(members, {"memory.max": str(page_floor(mem_bytes)), "memory.swap.max": "0"})
-        return measured | {"tree_rss_bytes": rss, "charges_moved": False}
+        return measured | {"mem_bytes": int(measured["readback"]["memory.max"]), "tree_rss_bytes": rss,
+                           "charges_moved": False}  # fmt: skip
 
     def _limited(self, group: Cgroup2) -> bool:
         return group.has("memory.max") and group.read("memory.max") != "max"
