@@ -42,8 +42,9 @@ def cycle(inject: Callable[[], Effect], restore: Callable[[], Effect]) -> dict[s
         restore()
         outs.append(time.perf_counter() - t1)
         ins.append(t1 - t0)
-        measured = effect.measured
-        mechanism = measured.get("mechanism") or {k: v["mechanism"] for k, v in measured.items()}
+        named = {"freeze": getattr(effect, "mechanism", None), "cpu": getattr(effect, "cpu_mechanism", None),
+                 "memory": getattr(effect, "mem_mechanism", None)}  # fmt: skip
+        mechanism = {k: v for k, v in named.items() if v}
     return {"mechanism": mechanism, "inject_ms": ms(ins), "restore_ms": ms(outs)}
 
 
@@ -57,7 +58,7 @@ def target(pid: int, policy: str) -> ProcessTarget:
 def cap_accuracy(busy: subprocess.Popen[bytes], quota: int) -> dict[str, object]:
     capped = target(busy.pid, "none")
     effect = capped.limit(cpu_quota=quota)
-    loop = effect.measured["cpu"]["loop_pid"]
+    loop = effect.detail["cpu"]["loop_pid"]
     shares, loop_start = [], cpu_ns(loop) or 0
     wall0 = time.monotonic_ns()
     for _ in range(CAP_WINDOWS):
@@ -65,7 +66,7 @@ def cap_accuracy(busy: subprocess.Popen[bytes], quota: int) -> dict[str, object]
         time.sleep(2.0)  # a measurement window, not a synchronisation
         shares.append((tree_cpu_ns(capped.members()) - before) / (time.monotonic_ns() - t0))
     loop_cost = ((cpu_ns(loop) or loop_start) - loop_start) / (time.monotonic_ns() - wall0)
-    restored = capped.unlimit().measured["cpu"]
+    restored = capped.unlimit().detail["cpu"]
     return {
         "cap": quota / 100_000,
         "share_per_2s_window": summary(shares),

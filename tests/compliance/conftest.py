@@ -26,7 +26,9 @@ import pytest
 
 from k2.chaos import cgroups_v1 as cgroups
 from k2.chaos.cgroups_v1 import CPU, FREEZER, MEMORY, Cgroup, cgroup_of
+from k2.chaos.cgroups_v2 import Cgroup2, Unified
 from k2.chaos.errors import Unsupported
+from k2.chaos.local.sigstop import stopped
 from k2.chaos.targets.base import Target, wait_until
 from tests.compliance import echo_service
 
@@ -64,7 +66,43 @@ def _cgroups_usable() -> bool:
 # -- local processes --------------------------------------------------------------------------------
 
 
-def process_subject(stack: ExitStack) -> Subject:
+# How the process backend pauses and limits, per variant (the chooser's pick is forced, as K2_CGROUP would).
+MECHANISMS = {
+    "process": {"freeze": "cgroup-v1", "cpu": "cgroup-v1", "memory": "cgroup-v1"},
+    "process:v2": {"freeze": "cgroup-v2", "cpu": "duty-cycle", "memory": "rlimit"},  # v2 limits: a fake cgroupfs
+    "process:signals": {"freeze": "sigstop", "cpu": "duty-cycle", "memory": "rlimit"},
+}
+
+
+def _v2_frozen(pid: int) -> bool:
+    fs = Unified.find()
+    path = None if fs is None else fs.cgroup_of(pid)
+    return fs is not None and path is not None and Cgroup2(fs, path).frozen()
+
+
+def _duty_cycle_quota(pid: int) -> int | None:
+    """The quota of a duty-cycle loop holding `pid`, from the process table (the loop's command line)."""
+    for entry in os.scandir("/proc"):
+        try:
+            argv = Path(entry.path, "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
+        except OSError:
+            continue
+        if b"k2.chaos.local.dutycycle" in argv and f"--pid={pid}".encode() in argv:
+            return next(int(a.split(b"=")[1]) for a in argv if a.startswith(b"--quota-us="))
+    return None
+
+
+def _soft_rlimit(pid: int) -> int | None:
+    """The lowest soft address-space or data limit of `pid` (None: both unlimited)."""
+    found = []
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith(("Max address space", "Max data size")):
+            value = line.split()[3]
+            found += [] if value == "unlimited" else [int(value)]
+    return min(found, default=None)
+
+
+def process_subject(stack: ExitStack, variant: str = "process") -> Subject:
     from k2.chaos.targets.process import ProcessSpec, ProcessTarget, proc_stat, send_signal
 
     root = Path(tempfile.mkdtemp(prefix="k2-compliance-"))
@@ -83,7 +121,8 @@ def process_subject(stack: ExitStack) -> Subject:
 
     stack.callback(cleanup)
     run_id = f"cp-{uuid.uuid4().hex[:8]}"
-    target = ProcessTarget(ProcessSpec.for_pid("svc", pid(), restart_argv=argv, pid_file=pidfile, run_id=run_id))
+    spec = ProcessSpec.for_pid("svc", pid(), restart_argv=argv, pid_file=pidfile, run_id=run_id)
+    target = ProcessTarget(spec, local={"mechanisms": MECHANISMS[variant]})
 
     def running() -> bool:
         st = proc_stat(pid())
@@ -98,19 +137,26 @@ def process_subject(stack: ExitStack) -> Subject:
             return None
 
     def limits() -> tuple[int | None, int | None]:
+        if variant != "process":
+            return _duty_cycle_quota(pid()), _soft_rlimit(pid())
         quota, mem = cgroup_value(CPU, "cpu.cfs_quota_us"), cgroup_value(MEMORY, "memory.limit_in_bytes")
         return (None if quota in (None, "-1") else int(quota)), (None if mem is None else int(mem))
 
+    def frozen() -> bool:
+        mechanism = MECHANISMS[variant]["freeze"]
+        if mechanism == "sigstop":
+            return stopped(pid())
+        return _v2_frozen(pid()) if mechanism == "cgroup-v2" else cgroup_value(FREEZER, "freezer.state") == "FROZEN"
+
     answers = lambda: echo_service.answers(port, 1.0)  # noqa: E731
-    observe = {"running": running, "frozen": lambda: cgroup_value(FREEZER, "freezer.state") == "FROZEN",
-               "limits": limits}  # fmt: skip
+    observe = {"running": running, "frozen": frozen, "limits": limits}
 
     def foreign() -> object:
         init = proc_stat(1)
         assert init is not None
         return ProcessTarget(ProcessSpec.from_dict({"name": "svc", "pid": 1, "starttime": init.starttime + 1}))
 
-    return Subject("process", target, lambda t: echo_service.answers(port, t), answers, observe, foreign)
+    return Subject(variant, target, lambda t: echo_service.answers(port, t), answers, observe, foreign)
 
 
 # -- the fault proxy --------------------------------------------------------------------------------
@@ -272,12 +318,16 @@ def kubernetes_subject(stack: ExitStack) -> Subject:
 
 SUBJECTS: dict[str, Callable[[ExitStack], Subject]] = {
     "process": process_subject,
+    "process:v2": lambda stack: process_subject(stack, "process:v2"),
+    "process:signals": lambda stack: process_subject(stack, "process:signals"),
     "proxy": proxy_subject,
     "disk": disk_subject,
     "docker": docker_subject,
     "kubernetes": kubernetes_subject,
 }
 NEEDS_CGROUPS = {("process", "freeze"), ("process", "limits")}
+# A backend's other ways of doing what it claims, each held to the same suite (`backend:variant`).
+VARIANTS = {"process": ("process:v2", "process:signals")}
 
 
 @pytest.fixture
@@ -296,4 +346,4 @@ def settled(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
     return wait_until(condition, timeout, cap=0.1)
 
 
-__all__ = ["NEEDS_CGROUPS", "SUBJECTS", "Subject", "_cgroups_usable", "settled"]
+__all__ = ["NEEDS_CGROUPS", "SUBJECTS", "VARIANTS", "Subject", "_cgroups_usable", "settled"]

@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from tests import host
 
@@ -31,7 +32,7 @@ from k2.chaos.procfs import is_alive, proc_stat, send_signal
 from k2.chaos.targets.base import wait_until
 from k2.chaos.targets.process import ProcessSpec, ProcessTarget
 
-__all__ = ["SERVICE", "Procs", "Service", "cpu_share", "tree_share"]
+__all__ = ["SERVICE", "Procs", "Service", "cpu_share", "mechanisms", "tree_share"]
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -135,6 +136,13 @@ class Procs:
                 group = Cgroup2(fs, "/" + sub.relative_to(fs.mount).as_posix())
                 group.set_frozen(False, 5.0)
                 leave(group, {}, home, 5.0)
+
+
+def mechanisms(effect: dict[str, Any]) -> dict[str, str]:
+    """The mechanisms an effect's JSON names (Frozen/Thawed: `mechanism`; Limited/Unlimited: cpu_/mem_)."""
+    named = {"freeze": effect.get("mechanism"), "cpu": effect.get("cpu_mechanism"),
+             "memory": effect.get("mem_mechanism")}  # fmt: skip
+    return {key: value for key, value in named.items() if value}
 
 
 def cpu_share(pid: int, window: float) -> float:

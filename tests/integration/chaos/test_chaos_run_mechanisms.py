@@ -12,10 +12,10 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from tests import host
+from tests.integration.chaos.local_procs import mechanisms
 
 from k2.chaos.outcome import Outcome
 
@@ -29,12 +29,6 @@ EXPECTED = {
     "test_memory_pressure_oom_behaviour": Outcome.PASS,
     "test_writer_buffers_through_brief_s3_outage": Outcome.PASS,
 }
-
-
-def mechanism(effect: dict[str, Any]) -> dict[str, str]:
-    if "mechanism" in effect:
-        return {"freeze": effect["mechanism"]}
-    return {key: part["mechanism"] for key, part in effect.items() if isinstance(part, dict) and "mechanism" in part}
 
 
 @pytest.mark.parametrize(
@@ -59,9 +53,9 @@ def test_pause_and_limit_scenarios_pass_without_cgroup_v1(
     seen: dict[str, set[str]] = {}
     for scenario in report["scenarios"]:
         for fault in scenario["faults"]:
-            for key, name in (mechanism(fault["effect"]) | mechanism(fault["restore_effect"])).items():
+            for key, name in (mechanisms(fault["effect"]) | mechanisms(fault["restore_effect"])).items():
                 seen.setdefault(key, set()).add(name)
     assert seen == {"freeze": {freeze}, "cpu": {"duty-cycle"}, "memory": {"rlimit"}}
-    [cpu] = [f for s in report["scenarios"] for f in s["faults"] if "cpu" in f["restore_effect"]]
-    assert cpu["restore_effect"]["cpu"]["within_tolerance"] is True
-    assert cpu["restore_effect"]["cpu"]["counters"]["nr_throttled"] > 0
+    [cpu] = [f for s in report["scenarios"] for f in s["faults"] if f["restore_effect"].get("cpu_mechanism")]
+    assert cpu["restore_effect"]["detail"]["cpu"]["within_tolerance"] is True
+    assert cpu["restore_effect"]["throttled_periods"] > 0

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 from tests import host
-from tests.integration.chaos.local_procs import SERVICE, Procs, Service, tree_share
+from tests.integration.chaos.local_procs import SERVICE, Procs, Service, mechanisms, tree_share
 
 from k2.chaos.cgroups_v1 import FREEZER, Cgroup, cgroup_of
 from k2.chaos.cgroups_v2 import Cgroup2, Unified
@@ -93,9 +93,9 @@ def test_v2_freezer_freezes_the_tree_and_leaves_the_v1_freezer_alone(
     v2_home, v1_before = fs.cgroup_of(pids[0]), {p: cgroup_of(p, FREEZER) for p in pids}
 
     effect = target.pause(probe=svc.probe)
-    measured = effect.measured
-    assert measured["mechanism"] == "cgroup-v2" and measured["probe_answered"] is False
-    assert measured["cgroup_events"]["frozen"] == 1
+    measured = effect.detail
+    assert effect.frozen and effect.mechanism == "cgroup-v2" and effect.answered is False
+    assert measured["cgroup_events"]["frozen"] == 1 and "by cgroup-v2" in effect.summary()
     group = Cgroup2(fs, measured["cgroup"])
     assert group.read("cgroup.freeze") == "1" and sorted(group.procs()) == pids
     assert "T" not in "".join(measured["states"].values())  # invisible to the tree, unlike SIGSTOP
@@ -107,8 +107,8 @@ def test_v2_freezer_freezes_the_tree_and_leaves_the_v1_freezer_alone(
     assert not Cgroup(FREEZER, f"{v1_home.rstrip('/')}/k2/{procs.run_id}").exists()
 
     restored = target.resume(probe=svc.probe)
-    assert restored.measured["mechanism"] == "cgroup-v2" and restored.measured["probe_answered"] is True
-    assert restored.measured["group_removed"] is True and not group.exists()
+    assert restored.mechanism == "cgroup-v2" and restored.answered is True
+    assert restored.detail["group_removed"] is True and not group.exists()
     assert wait_until(lambda: svc.count > frozen_at + 5, 5.0), "the counter did not continue after resume"
     assert all(fs.cgroup_of(p) == v2_home for p in pids)
 
@@ -126,8 +126,8 @@ def test_sigstop_pause_stops_every_thread_and_the_parent_can_see_it(
     assert wait_until(lambda: len(target.members()) == 2, 5.0)
 
     effect = target.pause(probe=svc.probe)
-    measured = effect.measured
-    assert measured["mechanism"] == "sigstop" and measured["probe_answered"] is False
+    measured = effect.detail
+    assert effect.frozen and effect.mechanism == "sigstop" and effect.answered is False
     assert measured["mechanism_why"] == "K2_CGROUP=none" and "can observe" in measured["observable"]
     assert set(measured["states"].values()) == {"T"} and len(measured["states"]) == 2
     frozen_at = svc.count
@@ -137,7 +137,7 @@ def test_sigstop_pause_stops_every_thread_and_the_parent_can_see_it(
     assert seen is not None and seen.si_code == os.CLD_STOPPED
 
     restored = target.resume(probe=svc.probe)
-    assert restored.measured["mechanism"] == "sigstop" and restored.measured["probe_answered"] is True
+    assert restored.mechanism == "sigstop" and restored.answered is True
     seen = os.waitid(os.P_PID, svc.proc.pid, os.WCONTINUED | os.WNOHANG | os.WNOWAIT)
     assert seen is not None and seen.si_code == os.CLD_CONTINUED
     assert wait_until(lambda: svc.count > frozen_at + 5, 5.0), "the counter did not continue after resume"
@@ -154,9 +154,9 @@ def test_duty_cycle_holds_a_busy_tree_to_its_quota_within_tolerance(
     baseline = tree_share(target, 1.0)
 
     effect = target.limit(cpu_quota=30_000)
-    cpu = effect.measured["cpu"]
-    assert cpu["mechanism"] == "duty-cycle" and cpu["cap_share"] == 0.3 and cpu["tolerance"] == TOLERANCE
-    assert (cpu["quota_us"], cpu["period_us"]) == (30_000, 100_000)
+    cpu = effect.detail["cpu"]
+    assert effect.cpu_mechanism == "duty-cycle" and cpu["cap_share"] == 0.3 and cpu["tolerance"] == TOLERANCE
+    assert (effect.cpu_quota_us, effect.cpu_period_us) == (30_000, 100_000)
     assert cpu["pids"] == sorted(p for p, _ in target.members())
     loop = (cpu["loop_pid"], proc_stat(cpu["loop_pid"]).starttime)  # type: ignore[union-attr]
     procs.adopted.append(loop)
@@ -164,15 +164,17 @@ def test_duty_cycle_holds_a_busy_tree_to_its_quota_within_tolerance(
     # 30% of a core for the whole tree, + TOLERANCE (5 points: the loop polls down to ~1 ms per core).
     assert limited <= 0.30 + TOLERANCE, f"{limited:.3f} cores under a 30% cap (baseline {baseline:.2f})"
 
-    restored = target.unlimit().measured["cpu"]
-    assert restored["mechanism"] == "duty-cycle" and restored["within_tolerance"] is True
+    unlimited = target.unlimit()
+    restored = unlimited.detail["cpu"]
+    assert unlimited.cpu_mechanism == "duty-cycle" and restored["within_tolerance"] is True
     assert restored["cpu_share"] <= 0.30 + TOLERANCE
     assert not is_alive(*loop) and running(target.members())
     # Nothing stops the tree any more (a duty cycle at 30% would show it stopped most of the time).
     assert not wait_until(lambda: any(stopped(p) for p, _ in target.members()), 0.5)
     after = tree_share(target, 1.0)
     if baseline > 0.30 + TOLERANCE:
-        assert restored["counters"]["nr_throttled"] >= 5 and restored["counters"]["throttled_time"] > 0
+        assert unlimited.throttled_periods is not None and unlimited.throttled_periods >= 5
+        assert unlimited.throttled_ns is not None and unlimited.throttled_ns > 0
     # Other work on this 2-core machine can hold the tree below its two cores: the cap must hold regardless,
     # the floor (the tree did run, it was not kept stopped) only when it ran freely before and after.
     if baseline >= 0.8 and after >= 0.8:
@@ -210,16 +212,20 @@ def test_rlimit_memory_cap_fails_allocations_past_it_and_is_reset(
     assert hog.stdout is not None and select.select([hog.stdout], [], [], 10)[0] and hog.stdout.readline()
     target = procs.target(hog.pid)
 
-    memory = target.limit(mem_limit="64m").measured["memory"]
-    assert memory["mechanism"] == "rlimit" and memory["resource"] == "RLIMIT_AS"
-    assert memory["readback"] == {str(hog.pid): 64 << 20} and memory["mem_bytes"] == 64 << 20
+    effect = target.limit(mem_limit="64m")
+    memory = effect.detail["memory"]
+    assert effect.mem_mechanism == "rlimit" and memory["resource"] == "RLIMIT_AS"
+    assert memory["readback"] == {str(hog.pid): 64 << 20} and effect.mem_bytes == 64 << 20
     assert "per process" in memory["scope"]
     assert rlimit(hog.pid, "Max address space") == str(64 << 20)
     assert ask(hog, 256 << 20) == "MemoryError"
     assert ask(hog, 1 << 20) == "allocated"  # within the cap it still works
 
-    restored = target.unlimit().measured["memory"]
-    assert restored["restored_limits"] == {str(hog.pid): {"RLIMIT_AS": -1}} and restored["restored"] is True
+    unlimited = target.unlimit()
+    restored = unlimited.detail["memory"]
+    assert unlimited.mem_mechanism == "rlimit" and unlimited.restored is True
+    assert restored["restored_limits"] == {str(hog.pid): {"RLIMIT_AS": -1}}
+    assert unlimited.peak_mem_bytes is not None and unlimited.oom_kills is None  # an rlimit kills nothing
     assert rlimit(hog.pid, "Max address space") == "unlimited"
     assert ask(hog, 256 << 20) == "allocated"
     assert target.unlimit().changed is False
@@ -281,7 +287,7 @@ def injected(procs: Procs, runner: subprocess.Popen[bytes]) -> tuple[dict[str, A
     procs.adopted.extend(tree)
     if info["watchdog"]:
         procs.adopt(info["watchdog"])
-    loop = info["effect"]["measured"].get("cpu", {}).get("loop_pid")
+    loop = info["effect"]["detail"].get("cpu", {}).get("loop_pid")
     if loop:
         procs.adopt(loop)
     return info, tree
@@ -305,13 +311,6 @@ CASES = [
 ]
 
 
-def mechanisms(effect: dict[str, Any]) -> dict[str, str]:
-    measured = effect["measured"]
-    if "mechanism" in measured:
-        return {"freeze": measured["mechanism"]}
-    return {key: value["mechanism"] for key, value in measured.items()}
-
-
 @pytest.mark.parametrize(("user", "policy", "primitive", "expected"), CASES)
 def test_the_watchdog_undoes_each_mechanism_after_the_runner_is_sigkilled(
     procs: Procs, user: str | None, policy: str | None, primitive: str, expected: dict[str, str]
@@ -321,11 +320,11 @@ def test_the_watchdog_undoes_each_mechanism_after_the_runner_is_sigkilled(
     info, tree = injected(procs, runner)
     assert mechanisms(info["effect"]) == expected
     if user is not None:  # nobody: no cgroup is writable, so K2 chose the fallbacks by itself and says why
-        measured = info["effect"]["measured"]
+        measured = info["effect"]["detail"]
         parts = [measured[k] for k in ("cpu", "memory")] if primitive == "limit" else [measured]
         whys = [part["mechanism_why"] for part in parts]
         assert all("needs root" in why for why in whys), whys
-    loop = info["effect"]["measured"].get("cpu", {}).get("loop_pid")
+    loop = info["effect"]["detail"].get("cpu", {}).get("loop_pid")
     if expected.get("freeze") == "sigstop":
         assert all(stopped(p) for p, _ in tree)
     if loop:
@@ -365,7 +364,7 @@ def test_without_a_watchdog_the_loop_dies_with_the_runner_and_recover_resets_the
     runner, journal = start_runner(procs, user, policy, "limit", LIMIT, watch=False)
     info, tree = injected(procs, runner)
     loop = procs.adopted[-1]
-    assert info["effect"]["measured"]["cpu"]["loop_pid"] == loop[0] and is_alive(*loop)
+    assert info["effect"]["detail"]["cpu"]["loop_pid"] == loop[0] and is_alive(*loop)
 
     runner.kill()
     # The loop sees its pipe close, SIGCONTs the tree and exits: the tree is left running...
@@ -380,7 +379,7 @@ def test_without_a_watchdog_the_loop_dies_with_the_runner_and_recover_resets_the
     # A SIGSTOP pause left behind the same way: recover resumes the tree.
     runner, journal = start_runner(procs, user, policy, "pause", PAUSE, watch=False)
     info, tree = injected(procs, runner)
-    assert info["effect"]["measured"]["mechanism"] == "sigstop" and all(stopped(p) for p, _ in tree)
+    assert info["effect"]["mechanism"] == "sigstop" and all(stopped(p) for p, _ in tree)
     runner.kill()
     assert all(stopped(p) for p, _ in tree)
     done = k2_recover(procs, user, journal)
@@ -412,8 +411,8 @@ def test_a_delegated_v2_subtree_lets_an_unprivileged_user_freeze(procs: Procs) -
     runner.stdin.flush()
 
     info, tree = injected(procs, runner)
-    measured = info["effect"]["measured"]
-    assert measured["mechanism"] == "cgroup-v2" and measured["cgroup_events"]["frozen"] == 1
+    measured = info["effect"]["detail"]
+    assert info["effect"]["mechanism"] == "cgroup-v2" and measured["cgroup_events"]["frozen"] == 1
     assert measured["cgroup"] == f"{delegated.path}/k2/{procs.run_id}/svc"
     assert "cgroup v1: no write access" in measured["mechanism_why"]
     assert not any(stopped(p) for p, _ in tree)  # frozen, not stopped
