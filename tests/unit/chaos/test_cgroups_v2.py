@@ -180,3 +180,13 @@ def test_policy_from_env_refuses_unknown_values() -> None:
     assert policy_from_env({}) == "auto" and policy_from_env({"K2_CGROUP": " V2 "}) == "v2"
     with pytest.raises(InvalidFault, match=r"K2_CGROUP='cgroupv2' is not a policy: use one of auto, v2, none, v1"):
         policy_from_env({"K2_CGROUP": "cgroupv2"})
+
+
+def test_a_cap_already_held_is_refused_before_anything_is_touched(fs: FakeCgroupfs) -> None:
+    local = faults(fs)
+    local.limit(TREE, 20_000, 100_000, None, 0.0)
+    writes = len(fs.writes)
+    with pytest.raises(InjectionFailed, match="its cpu already capped by run unit-v2; unlimit it first"):
+        local.limit(TREE, 50_000, 100_000, 64 << 20, 0.0)
+    assert len(fs.writes) == writes and fs.read(K2_GROUP, "cpu.max") == "20000 100000"
+    assert local.unlimit(5.0) is not None and not fs.directory("/k2").exists()

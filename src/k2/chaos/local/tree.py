@@ -158,7 +158,15 @@ class LocalFaults:
     def limit(
         self, members: list[tuple[int, int]], cpu_quota: int | None, period: int, mem: int | None, observe_s: float
     ) -> dict[str, Any]:
-        """Apply the CPU and/or memory cap; on any failure undo both before raising."""
+        """Apply the CPU and/or memory cap; on any failure undo both before raising. A cap already held is
+        refused before anything is touched (a second duty-cycle loop would fight the first)."""
+        held = [name for name, want, cap in ((CPU, cpu_quota, self._cpu()), (MEMORY, mem, self._memory()))
+                if want is not None and cap.capped()]  # fmt: skip
+        if held:
+            what = " and ".join(held)
+            raise InjectionFailed(
+                f"{self.tree.label}: its {what} already capped by run {self.tree.run_id}; unlimit it first"
+            )
         measured: dict[str, Any] = {}
         try:
             if cpu_quota is not None:
