@@ -174,7 +174,8 @@ class Unlimited(Effect):
         seen = [f"{k} {v}" for k, v in (("throttled periods", self.throttled_periods),
                 ("OOM kills", self.oom_kills), ("peak memory B", self.peak_mem_bytes)) if v is not None]  # fmt: skip
         head = "previous limits back" if self.restored else "previous limits NOT back"
-        return head + (f"; while held: {', '.join(seen)}" if seen else "")
+        how = [f"{what}{_how(m)}" for what, m in (("cpu", self.cpu_mechanism), ("memory", self.mem_mechanism)) if m]
+        return head + (f" ({', '.join(how)})" if how else "") + (f"; while held: {', '.join(seen)}" if seen else "")
 
 
 # -- network: isolate -> rejoin, shape -> unshape --------------------------------------------------
