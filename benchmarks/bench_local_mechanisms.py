@@ -19,8 +19,9 @@ import uuid
 from collections.abc import Callable
 
 from benchmarks.common import summary, write
+from k2.chaos.effects import Effect
 from k2.chaos.local.dutycycle import cpu_ns, tree_cpu_ns
-from k2.chaos.targets.base import Effect, wait_until
+from k2.chaos.targets.base import wait_until
 from k2.chaos.targets.process import ProcessSpec, ProcessTarget
 
 TRIALS = 30
