@@ -339,7 +339,8 @@ def test_the_watchdog_undoes_each_mechanism_after_the_runner_is_sigkilled(
     if expected.get("freeze") == "cgroup-v2":
         fs = Unified.find()
         assert fs is not None and wait_until(lambda: fs.cgroup_of(tree[0][0]) == "/", 3.0)
-        assert not list(fs.mount.glob(f"**/k2/{procs.run_id}"))
+        # the watchdog moves the process out first, then removes K2's group: wait for both
+        assert wait_until(lambda: not list(fs.mount.glob(f"**/k2/{procs.run_id}")), 3.0)
     assert wait_until(lambda: "recover_s" in default_log_path(journal).read_text(), 5.0)
     assert [e.status for e in read_entries(journal).values()] == ["restored"]
 
