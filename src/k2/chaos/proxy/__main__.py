@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import logging
 import resource
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, KeyError, ChaosError) as exc:
         print(f"fault proxy: cannot start from {args.config}: {exc}", file=sys.stderr)
         return 2
+    gc.freeze()  # what start-up made lives as long as the daemon: later collections need not walk it
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -58,5 +60,14 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard))
 
 
+def _without_tls() -> None:
+    """The daemon speaks plain HTTP on loopback and never TLS, but `http.server` imports `http.client`,
+    which imports `ssl` (libssl and libcrypto: 4 MiB of the idle daemon). Mark `ssl` as absent before
+    the API starts; `http.client` is written to work without it. Only in the daemon's own process."""
+    if "ssl" not in sys.modules:
+        sys.modules["ssl"] = None  # type: ignore[assignment]
+
+
 if __name__ == "__main__":
+    _without_tls()
     raise SystemExit(main())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import mmap
 import re
 import socket
 import struct
@@ -62,6 +63,16 @@ def parse_address(value: str | tuple[str, int] | list[object], what: str, *, wil
     if not 0 <= port <= 65535:
         raise InvalidFault(f"{what} port {port} is out of range; use 0..65535 (0 = pick a free port)")
     return (LOOPBACK, port)
+
+
+def scratch_buffer(size: int) -> memoryview:
+    """A writable buffer of `size` bytes that costs memory only where it has been written.
+
+    Anonymous mapped memory: its pages are the kernel's shared zero page until first touched, so an
+    idle proxy does not carry a 1 MiB read buffer it has not used, and a proxy that only ever moved
+    small messages carries one page of it.
+    """
+    return memoryview(mmap.mmap(-1, size))
 
 
 def format_address(address: Address) -> str:

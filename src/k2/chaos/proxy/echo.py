@@ -13,7 +13,7 @@ from k2.chaos.proxy.reactor import Reactor, Watch, shared
 log = logging.getLogger(__name__)
 
 _READ_SIZE = 1 << 20
-_scratch = memoryview(bytearray(_READ_SIZE))  # sink and count modes read into it (loop thread only)
+_scratch = _net.scratch_buffer(_READ_SIZE)  # sink and count modes read into it (loop thread only)
 
 
 class _Conn:

@@ -8,7 +8,6 @@ import socket
 import time
 from collections.abc import Callable
 from functools import cache
-from pathlib import Path
 
 from k2.chaos.proxy import _net
 from k2.chaos.proxy.reactor import Reactor
@@ -24,7 +23,8 @@ def backlog() -> int:
     """The kernel's maximum accept queue (`net.core.somaxconn`): a burst of connects is queued, not
     dropped. Linux caps whatever `listen()` asks at this value, so asking it is asking the most."""
     try:
-        return max(128, int(Path("/proc/sys/net/core/somaxconn").read_text()))
+        with open("/proc/sys/net/core/somaxconn") as limit:
+            return max(128, int(limit.read()))
     except (OSError, ValueError):
         return socket.SOMAXCONN
 

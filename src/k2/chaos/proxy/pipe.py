@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 QUEUE_LIMIT = 1 << 20  # bytes queued for a stalled chain before the source is no longer read
 READ_SIZE = 1 << 20  # one read; the loop shares one buffer of this size between every connection
-_buffer = memoryview(bytearray(READ_SIZE))  # only the loop thread touches it, one read at a time
+_buffer = _net.scratch_buffer(READ_SIZE)  # only the loop thread touches it, one read at a time
 SPLICE_AFTER = 128 << 10  # a read this large means bulk: splice from then on
 _SPLICE = getattr(os, "splice", None)
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)

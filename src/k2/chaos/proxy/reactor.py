@@ -28,7 +28,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
@@ -243,8 +242,9 @@ class Reactor:
 
 def _tighten_timer_slack() -> None:
     """Ask for 1 µs timer slack (default 50 µs) so toxic timers fire when they are due (Linux >= 4.6)."""
-    with contextlib.suppress(OSError):
-        Path(f"/proc/self/task/{threading.get_native_id()}/timerslack_ns").write_text("1000")
+    path = f"/proc/self/task/{threading.get_native_id()}/timerslack_ns"
+    with contextlib.suppress(OSError), open(path, "w") as slack:
+        slack.write("1000")
 
 
 _shared: Reactor | None = None

@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Mapping
-from http.server import ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from k2.chaos.errors import InvalidFault
 from k2.chaos.proxy import _net
 from k2.chaos.proxy.errors import AlreadyExists, NotFound
 from k2.chaos.proxy.proxy import Proxy
+
+if TYPE_CHECKING:
+    from http.server import ThreadingHTTPServer
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,8 @@ class ProxyServer:
 
     def start(self) -> ProxyServer:
         if self._api_address is not None and self._http is None:
+            from http.server import ThreadingHTTPServer  # here: a proxy without an API never loads it
+
             from k2.chaos.proxy.api import make_handler
 
             http = ThreadingHTTPServer(self._api_address, make_handler(self))
