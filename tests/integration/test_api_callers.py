@@ -1,5 +1,6 @@
 """Who may drive K2's APIs: a client running as another user gets 403 for every change to the fault
-proxy and the schema registry, while the owner's unchanged toxiproxy-python calls succeed.
+proxy and the schema registry, while the owner's unchanged toxiproxy-python calls succeed; and through
+the stack's fault proxy, whose port the registry's clients use, another user is not let in at all.
 
 Needs root (to run the other client as `nobody`); the client is a stdlib-only script run by the
 system's python3 with `subprocess`'s `user=`, so it needs nothing from this checkout.
@@ -13,15 +14,18 @@ import pwd
 import shutil
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import toxiproxy
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from toxiproxy.api import APIConsumer
 
 from k2.chaos.proxy import EchoServer, ProxyServer
 from k2.platform.registry import RegistryServer
+from k2.stack import LocalStack
 
 pytestmark = [
     pytest.mark.integration,
@@ -39,6 +43,8 @@ for method, url, body in json.loads(sys.argv[1]):
             out.append([r.status, r.read().decode()])
     except urllib.error.HTTPError as e:
         out.append([e.code, e.read().decode()])
+    except (urllib.error.URLError, OSError) as e:  # no HTTP answer at all: status 0
+        out.append([0, repr(getattr(e, "reason", e))])
 print(json.dumps(out))
 """
 
@@ -107,3 +113,25 @@ def test_only_the_owner_changes_the_registry(tmp_path: Path) -> None:
             assert status == 403 and json.loads(text)["error_code"] == 40301, text
         assert server.registry.get_config(None)["compatibilityLevel"] == "BACKWARD"
         assert server.registry.subjects() == []
+
+
+def test_only_the_owner_reaches_the_registry_through_the_fault_proxy(stack_dir: Path) -> None:
+    """The registry knows its caller by the uid owning the socket it accepted: through the fault proxy that
+    is the proxy's (the owner's), so the proxy in front of it must itself admit only the owner and root."""
+    schema = json.dumps({"type": "record", "name": "R", "fields": [{"name": "a", "type": "int"}]})
+    with LocalStack(stack_dir) as stack:
+        url = stack.endpoints().schema_registry_url  # the fault proxy's port for the registry
+        answers = as_nobody([
+            ("POST", f"{url}/subjects/t/versions", {"schema": schema}),
+            ("PUT", f"{url}/config", {"compatibility": "NONE"}),
+            ("GET", f"{url}/subjects", None),
+        ])  # fmt: skip
+        for status, text in answers:
+            assert status == 0, f"another user got an HTTP answer through the proxy: {status} {text}"
+        owner = SchemaRegistryClient({"url": url})  # the owner's unchanged client, through the same port
+        assert owner.register_schema("owned-value", Schema(schema, "AVRO")) >= 1
+        assert owner.get_subjects() == ["owned-value"]
+        assert owner.get_compatibility() != "NONE"
+        api = stack.endpoints().fault_proxy_url
+        with urllib.request.urlopen(f"{api}/proxies/schema-registry", timeout=10) as response:
+            assert json.loads(response.read())["owner_only"] is True

@@ -2,7 +2,8 @@
 
 The stack runs it as its `fault-proxy` service, so every client reaches every service through it and
 network faults are plain calls to its Toxiproxy-compatible API, from the runner or from its watchdog.
-The config is JSON: {"proxies": [{"name", "listen", "upstream", "kafka_client_ids": {client.id: label}}]}.
+The config is JSON: {"proxies": [{"name", "listen", "upstream", "kafka_client_ids": {client.id: label},
+"owner_only": true}]}; an owner-only proxy admits only the daemon's own user and root (see `Proxy`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         specs = json.loads(args.config.read_text())["proxies"]
         server = ProxyServer(api=args.api, seed=args.seed).start()
         for spec in specs:
-            proxy = server.create(spec["name"], spec["upstream"], spec["listen"], pinned=True)
+            owner_only = spec.get("owner_only", False)
+            proxy = server.create(spec["name"], spec["upstream"], spec["listen"], pinned=True, owner_only=owner_only)
             if spec.get("kafka_client_ids"):
                 proxy.classify_clients(KafkaClientId(spec["kafka_client_ids"]))
     except (OSError, ValueError, KeyError, ChaosError) as exc:

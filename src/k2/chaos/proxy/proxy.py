@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_LABEL", "Proxy"]
 T = TypeVar("T")
+_REFUSAL_LOG_EVERY = 10.0  # seconds between log lines about refused callers
 
 
 class Proxy:
@@ -37,6 +40,12 @@ class Proxy:
     name, the toxic's name and the connection's number since the seed was set; so a run with the same
     seed and the same connection order makes the same toxicity rolls and the same jitter (the seed is
     logged when it was not given). The rolls are counted per toxic (`decisions()`).
+
+    An `owner_only` proxy admits only connections whose client socket belongs to the user this process
+    runs as, or to root (the kernel says who, see k2.httpsafe.peer); others are reset at accept, before
+    a byte reaches the service. For a service that tells its callers apart by that same uid (the schema
+    registry's changes are owner-only): through a plain proxy it would see every caller as the proxy's
+    user. Other proxies never look the caller up.
 
     Every method may be called from any thread: it runs in the loop and returns when it took effect.
     """
@@ -51,6 +60,7 @@ class Proxy:
         enabled: bool = True,
         connect_timeout: float = 5.0,
         reactor: Reactor | None = None,
+        owner_only: bool = False,
     ) -> None:
         if not name or not isinstance(name, str) or "/" in name:
             raise InvalidFault(f"proxy name {name!r} is invalid; use a non-empty string without '/'")
@@ -63,6 +73,14 @@ class Proxy:
         if seed is None:
             log.info("proxy %s: toxicity seed %d (pass seed= to replay)", name, self.seed)
         self.connect_timeout = connect_timeout
+        if not isinstance(owner_only, bool):
+            raise InvalidFault(f"proxy {name!r}: owner_only must be true or false, got {owner_only!r}")
+        self.owner_only = owner_only
+        self._caller_check: Callable[[socket.socket], str | None] | None = None
+        if owner_only:
+            from k2.chaos.proxy.callers import owner_check  # only for owner-only proxies
+
+            self._caller_check = owner_check()
         self.reactor = reactor or shared()
         self._enabled = enabled
         self._changed = threading.Condition()  # notified when the number of open connections changes
@@ -76,6 +94,8 @@ class Proxy:
         self._seq_at_seed = 0  # connections are numbered from the seed for their random streams
         self._started = False
         self._refused = 0
+        self._refused_callers = 0
+        self._refusal_logged_at = -math.inf
         self._ended_bytes = {Stream.UPSTREAM: 0, Stream.DOWNSTREAM: 0}
 
     def _in_loop(self, fn: Callable[[], T]) -> T:
@@ -347,6 +367,8 @@ class Proxy:
             _net.reset(conn)
             conn.close()
             return
+        if self._caller_check is not None and not self._admits(conn, peer):
+            return
         self._seq += 1
         link = Link(self, conn, peer, listener.label, self._seq)
         with self._changed:
@@ -354,6 +376,24 @@ class Proxy:
             self._changed.notify_all()
         self._refresh(link)
         link.start()
+
+    def _admits(self, conn: socket.socket, peer: tuple[str, int]) -> bool:
+        """An owner-only proxy's gate: refuse (RST) a connection another user's socket opened."""
+        assert self._caller_check is not None
+        refusal = self._caller_check(conn)
+        if refusal is None:
+            return True
+        self._refused_callers += 1
+        now = time.monotonic()
+        if now - self._refusal_logged_at >= _REFUSAL_LOG_EVERY:  # a flood of refusals is one line per interval
+            self._refusal_logged_at = now
+            log.warning(
+                "proxy %s: refused the connection from %s:%d: %s (%d refused so far)",
+                self.name, *peer, refusal, self._refused_callers,
+            )  # fmt: skip
+        _net.reset(conn)
+        conn.close()
+        return False
 
     def _relabel(self, link: Link, label: str) -> bool:
         """A classifier named the link's label: re-apply toxics; False if a partition refuses the label."""
@@ -408,6 +448,7 @@ class Proxy:
             "connections": len(self._links),
             "connections_total": self._seq,
             "connections_refused": self._refused,
+            "connections_refused_callers": self._refused_callers,
             "bytes_upstream": up,
             "bytes_downstream": down,
             "connections_by_client": labels,
@@ -429,6 +470,7 @@ class Proxy:
                 "listen": _net.format_address(listen),
                 "upstream": _net.format_address(self.upstream),
                 "enabled": self._enabled,
+                "owner_only": self.owner_only,
                 "toxics": [t.to_json() for t in self._toxics],
                 "toxicity_decisions": self._decisions.view(),
             }

@@ -191,7 +191,8 @@ class ProxyServer:
                 for name in created:
                     self.remove(name)
                 for old, old_listen, pinned in replaced:
-                    self.create(old.name, old.upstream, old_listen, enabled=old.enabled, pinned=pinned)
+                    kept = {"enabled": old.enabled, "pinned": pinned, "owner_only": old.owner_only}
+                    self.create(old.name, old.upstream, old_listen, **kept)
                 raise
         return result
 

@@ -14,6 +14,11 @@ NAME = "fault-proxy"
 # client.id values the proxy recognises on Kafka connections, so a partial partition can cut one
 # named client (e.g. the producer) and not another; clients set `client.id` to one of these.
 KAFKA_CLIENT_LABELS = {label: label for label in ("producer", "consumer", "writer", "admin", "checker")}
+# Services that allow changes only to the stack's owner, by the uid owning the caller's socket
+# (k2.httpsafe): through the proxy they would see the proxy's uid for every caller, so their proxies
+# admit only the owner's and root's sockets. The query API (`api`) only reads; the other services have
+# their own credentials.
+OWNER_ONLY = frozenset({"schema-registry"})
 
 
 class FaultProxy(Service):
@@ -57,6 +62,8 @@ class FaultProxy(Service):
             }
             if is_broker(other.name):
                 spec["kafka_client_ids"] = KAFKA_CLIENT_LABELS
+            if other.name in OWNER_ONLY:
+                spec["owner_only"] = True
             proxies.append(spec)
         (home / "proxies.json").write_text(json.dumps({"proxies": proxies}, indent=2))
 
