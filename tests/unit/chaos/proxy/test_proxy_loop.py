@@ -10,7 +10,7 @@ import threading
 import pytest
 from tests.unit.chaos.proxy.proxy_helpers import Recorder, connect, pattern, recv_exactly, recv_until_eof, wait_for
 
-from k2.chaos.proxy import Proxy
+from k2.chaos.proxy import Proxy, _net
 from k2.chaos.proxy.listener import backlog
 from k2.chaos.proxy.pipe import QUEUE_LIMIT, READ_SIZE
 
@@ -97,3 +97,19 @@ def test_half_close_is_forwarded_through_a_toxic(proxy: Proxy) -> None:
         sock.sendall(b"last words")
         sock.shutdown(socket.SHUT_WR)
         assert recv_until_eof(sock) == b"last words"
+
+
+def test_bulk_pushed_back_by_a_slow_reader_arrives_intact() -> None:
+    """A bulk direction reads into its own buffer: what the reader does not take yet waits there (at most
+    one read), the sender is pushed back, and every byte arrives in order once the reader reads."""
+    with socket.create_server((_net.LOOPBACK, 0)) as server, Proxy("bulk", upstream=server.getsockname()[:2]) as proxy:
+        data = pattern(48 << 20)
+        with connect(proxy.listen_address) as sock:
+            writer = threading.Thread(target=sock.sendall, args=(data,), daemon=True)
+            writer.start()
+            reader, _ = server.accept()
+            with reader:
+                wait_for(lambda: proxy.stats()["bytes_held"] > 0, what="the proxy to hold what the reader left")
+                assert 0 < proxy.stats()["bytes_held_max_per_connection"] <= READ_SIZE
+                assert recv_exactly(reader, len(data), timeout=60) == data
+            writer.join(10)
