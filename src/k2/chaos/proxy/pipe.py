@@ -171,35 +171,48 @@ class Pipe:
     # --- readiness (loop callbacks) ---------------------------------------------------------------
 
     def readable(self) -> None:
-        assert self.src is not None
-        direct = self.direct
-        buffer = self._own if direct and self._own is not None else _buffer
+        if self.chain or self._queue or self._frames:
+            self._read_for_chain()
+            return
+        buffer = _buffer if self._own is None else self._own
         try:
-            data = buffer[: self.src.recv_into(buffer)]
+            n = self.src.recv_into(buffer)  # type: ignore[union-attr]
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             self.link.fail(self, exc)
             return
-        n = len(data)
         if not n:
-            self._eof_read = True
-            self._set_reading(False)
-            if direct:
-                self._forward_eof()
-            else:
-                self._queue.append(None)
-                self._pump()
-        elif direct:
-            self._send(data, copy=buffer is _buffer)
-            if n >= BULK_AFTER and self._own is None:
-                self._own = _net.scratch_buffer(READ_SIZE)
-        else:  # the toxic path keeps what it reads: a bytes of its own
-            self._queue.append(Chunk(bytes(data), time.monotonic()))
+            self._read_eof()
+            self._forward_eof()
+            return
+        self._send(buffer[:n], copy=buffer is _buffer)
+        if n >= BULK_AFTER and self._own is None:
+            self._own = _net.scratch_buffer(READ_SIZE)
+
+    def _read_for_chain(self) -> None:
+        """The toxic path: queue what was read, timestamped, as a bytes of its own, and run the chain."""
+        assert self.src is not None
+        try:
+            n = self.src.recv_into(_buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.link.fail(self, exc)
+            return
+        if not n:
+            self._read_eof()
+            self._queue.append(None)
+        else:
+            self._queue.append(Chunk(bytes(_buffer[:n]), time.monotonic()))
             self._queued += n
             if self._queued > QUEUE_LIMIT:
                 self._set_reading(False)
-            self._pump()
+        self._pump()
+
+    def _read_eof(self) -> None:
+        self._eof_read = True
+        self._set_reading(False)
 
     def writable(self) -> None:
         out, self._out = self._out, None

@@ -209,10 +209,14 @@ class Reactor:
                             os.read(self._wake_r, 4096)
                     continue
                 try:
-                    if mask & _READABLE and watch._mask & READ and watch.on_read is not None:
-                        watch.on_read()
-                    if mask & _WRITABLE and watch._mask & WRITE and watch.on_write is not None:
-                        watch.on_write()
+                    if mask & _READABLE and watch._mask & READ:
+                        callback = watch.on_read
+                        if callback is not None:
+                            callback()
+                    if mask & _WRITABLE and watch._mask & WRITE:
+                        callback = watch.on_write
+                        if callback is not None:
+                            callback()
                 except Exception as exc:  # a bug in one connection must not stop every other one
                     self._failed(watch, exc)
             if timers:
