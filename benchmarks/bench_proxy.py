@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -34,6 +35,8 @@ Address = tuple[str, int]
 NOOP = [{"name": f"noop_{s}", "type": "noop", "stream": s, "attributes": {}} for s in ("upstream", "downstream")]
 BANDWIDTH_KBPS = 1000
 LATENCY_MS, JITTER_MS = 100, 50
+RTT_BLOCK = 50  # 64 B round trips on one target before the next one's turn
+CONCURRENT_200_RUNS = 3  # a run is under a second: several per repetition, each in the other order
 
 
 def serve() -> None:
@@ -61,8 +64,9 @@ def spread(values: list[float], digits: int = 1) -> dict[str, Any]:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, echo: Address, sink: Address) -> None:
+    def __init__(self, args: argparse.Namespace, echo: Address, sink: Address, server_pid: int) -> None:
         self.args = args
+        self.server_pid = server_pid  # the echo/sink process
         self.echo, self.sink = echo, sink
         self.targets: list[Any] = [Direct(), ApiProxy.k2()]
         if args.toxiproxy:
@@ -105,30 +109,45 @@ class Bench:
                 continue
             self._record(phase, target.name, run(self.addr[(target.name, proxy)]))
 
+    def interleaved(
+        self, rep: int, proxy: str, phase: str, count: int, block: int, *, direct: bool, warmup: int
+    ) -> None:
+        """Round trips through every target, interleaved `block` by `block` (see `interleaved_rtts_us`)."""
+        order = self.targets if rep % 2 == 0 else list(reversed(self.targets))
+        chosen = [t for t in order if direct or t.name != "direct"]
+        addresses = [self.addr[(t.name, proxy)] for t in chosen]
+        for target, samples in zip(
+            chosen, load.interleaved_rtts_us(addresses, count, block=block, warmup=warmup), strict=True
+        ):
+            self._record(phase, target.name, samples)
+
     def repetition(self, rep: int) -> None:
         a = self.args
         total = a.bulk_mib << 20
         order = self.targets if rep % 2 == 0 else list(reversed(self.targets))
-        for target in order:  # bulk, with the proxy's CPU per GB moved
+        for target in order:  # bulk, with the CPU per GB moved of the proxy and of the whole pipeline
             cpu0 = proc_cpu_seconds(target.pid) if target.pid else 0.0
+            ends0 = _own_cpu_seconds() + proc_cpu_seconds(self.server_pid)
             mbps = load.bulk_mbps(self.addr[(target.name, "sink")], total)
             self._record("bulk_mb_s", target.name, mbps)
+            proxy_cpu = proc_cpu_seconds(target.pid) - cpu0 if target.pid else 0.0
+            ends = _own_cpu_seconds() + proc_cpu_seconds(self.server_pid) - ends0
+            self._record("pipeline_cpu_s_per_gb", target.name, (ends + proxy_cpu) / (total / 1e9))
             if target.pid:
-                self._record("cpu_s_per_gb", target.name, (proc_cpu_seconds(target.pid) - cpu0) / (total / 1e9))
+                self._record("cpu_s_per_gb", target.name, proxy_cpu / (total / 1e9))
         self.each(rep, "sink_noop", "bulk_noop_mb_s", lambda ad: load.bulk_mbps(ad, total), direct=False)
-        self.each(rep, "echo", "rtt_64b_us", lambda ad: load.rtts_us(ad, a.rtt_count))
-        self.each(rep, "echo_noop", "rtt_64b_noop_us", lambda ad: load.rtts_us(ad, a.rtt_count), direct=False)
-        for n in (200, 1000):
-            self.each(rep, "echo", f"conc_{n}", lambda ad, n=n: load.concurrent_round_trips(ad, n, a.trips))
+        self.interleaved(rep, "echo", "rtt_64b_us", a.rtt_count, RTT_BLOCK, direct=True, warmup=50)
+        self.interleaved(rep, "echo_noop", "rtt_64b_noop_us", a.rtt_count, RTT_BLOCK, direct=False, warmup=50)
+        for n, runs in ((200, CONCURRENT_200_RUNS), (1000, 1)):
+            for run in range(runs):
+                self.each(rep + run, "echo", f"conc_{n}", lambda ad, n=n: load.concurrent_round_trips(ad, n, a.trips))
         self.each(rep, "echo", "accept_burst", lambda ad: load.accept_burst(ad, a.burst))
         if rep < a.slow_reps:
             self.each(
                 rep, "sink_bw", "bandwidth_s", lambda ad: load.transfer_seconds(ad, a.bandwidth_bytes), direct=False
             )
-            self.each(
-                rep, "echo_lat", "latency_us", lambda ad: load.rtts_us(ad, a.latency_count, warmup=2), direct=False
-            )
-            self.each(rep, "echo_jit", "jitter_us", lambda ad: load.rtts_us(ad, a.jitter_count, warmup=2), direct=False)
+            self.interleaved(rep, "echo_lat", "latency_us", a.latency_count, 1, direct=False, warmup=2)
+            self.interleaved(rep, "echo_jit", "jitter_us", a.jitter_count, 1, direct=False, warmup=2)
             self._record("timer_overshoot_us", "host", load.timer_overshoot_us())
         for target in order:  # memory with many connections open
             if target.pid:
@@ -146,6 +165,7 @@ class Bench:
         }
         out["bulk_noop_mb_s"] = {t: spread(v, 0) for t, v in r["bulk_noop_mb_s"].items()}
         out["cpu_s_per_gb"] = {t: spread(v, 2) for t, v in r["cpu_s_per_gb"].items()}
+        out["pipeline_cpu_s_per_gb"] = {t: spread(v, 2) for t, v in r["pipeline_cpu_s_per_gb"].items()}
         for phase in ("rtt_64b_us", "rtt_64b_noop_us"):
             out[phase] = {}
             for t, runs in r[phase].items():
@@ -228,7 +248,7 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=1000, help="connections opened at once")
     parser.add_argument("--hold", type=int, default=1000, help="connections held open for the memory figure")
     parser.add_argument("--bandwidth-bytes", type=int, default=5_000_000)
-    parser.add_argument("--latency-count", type=int, default=30)
+    parser.add_argument("--latency-count", type=int, default=100)
     parser.add_argument("--jitter-count", type=int, default=100)
     parser.add_argument("--kafka", action="store_true", help="also the produce phases through a Kafka broker")
     parser.add_argument("--table", action="store_true", help="print README's table from the last results")
@@ -259,7 +279,7 @@ def main() -> None:
     try:
         assert child.stdout is not None
         echo_port, sink_port = map(int, child.stdout.readline().split())
-        bench = Bench(args, ("127.0.0.1", echo_port), ("127.0.0.1", sink_port))
+        bench = Bench(args, ("127.0.0.1", echo_port), ("127.0.0.1", sink_port), child.pid)
         for rep in range(args.reps):
             bench.repetition(rep)
             print(f"repetition {rep + 1}/{args.reps} done, load {os.getloadavg()[0]:.2f}", flush=True)
@@ -286,7 +306,8 @@ def main() -> None:
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
         },
         "toxiproxy": _toxiproxy_version(args.toxiproxy),
-        "params": {k: v for k, v in vars(args).items() if k not in ("serve", "table", "readme")},
+        "params": {k: v for k, v in vars(args).items() if k not in ("serve", "table", "readme")}
+        | {"rtt_block": RTT_BLOCK, "concurrent_200_runs": CONCURRENT_200_RUNS},
         **result,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -295,6 +316,12 @@ def main() -> None:
 
     print(render(document))
     print(f"-> {RESULTS}")
+
+
+def _own_cpu_seconds() -> float:
+    """CPU time of this process: the load tool (the bulk client) runs in it."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _toxiproxy_version(binary: str | None) -> str | None:

@@ -76,17 +76,34 @@ def recv_until_eof(sock: socket.socket) -> bytes:
     return out
 
 
-def rtts_us(address: Address, count: int, size: int = 64, warmup: int = 50) -> list[float]:
-    """Round trips of a `size`-byte message through the echo server, in microseconds."""
+def interleaved_rtts_us(
+    addresses: list[Address], count: int, *, block: int, size: int = 64, warmup: int = 50
+) -> list[list[float]]:
+    """Round trips of a `size`-byte message through the echo server behind each address, in microseconds:
+    one connection each, `block` round trips on one, then the next, the order reversed every round, until
+    each has `count`. A burst of load on the machine then
+    falls on every target alike instead of on whichever happened to run during it."""
     message = b"x" * size
-    out = []
-    with _connect(address) as sock:
-        for i in range(warmup + count):
-            start = time.perf_counter()
-            sock.sendall(message)
-            recv_exactly(sock, size)
-            if i >= warmup:
-                out.append((time.perf_counter() - start) * 1e6)
+    out: list[list[float]] = [[] for _ in addresses]
+    socks = [_connect(address) for address in addresses]
+    try:
+        for sock in socks:
+            for _ in range(warmup):
+                sock.sendall(message)
+                recv_exactly(sock, size)
+        order = list(range(len(socks)))
+        for _ in range(-(-count // block)):
+            for i in order:
+                sock, samples = socks[i], out[i]
+                for _ in range(min(block, count - len(samples))):
+                    start = time.perf_counter()
+                    sock.sendall(message)
+                    recv_exactly(sock, size)
+                    samples.append((time.perf_counter() - start) * 1e6)
+            order.reverse()
+    finally:
+        for sock in socks:
+            sock.close()
     return out
 
 

@@ -44,6 +44,9 @@ def render(doc: dict[str, Any]) -> str:
     row("bulk, ratio to direct", {t: _fig(doc["bulk_ratio_to_direct"].get(t), "x", 2) for t in cols})
     row("bulk with a noop toxic each way (MB/s)", {t: _fig(doc["bulk_noop_mb_s"].get(t)) for t in cols})
     row("proxy CPU per GB moved (s)", {t: _fig(doc["cpu_s_per_gb"].get(t), "", 2) for t in cols})
+    if "pipeline_cpu_s_per_gb" in doc:
+        pipeline = doc["pipeline_cpu_s_per_gb"]
+        row("CPU per GB moved, client + sink + proxy (s)", {t: _fig(pipeline.get(t), "", 2) for t in cols})
     rtt = doc["rtt_64b_us"]
     row(
         "64 B round trip p50 / p99 (µs)",
@@ -83,8 +86,11 @@ def render(doc: dict[str, Any]) -> str:
         },
     )
     jit = doc["jitter_100ms_pm50"]
+    draws = p["jitter_count"]
+    sd = 50 / 3**0.5  # a uniform draw in 100 ± 50: its mean and stdev vary by these over `draws` draws
     row(
-        "latency 100 ± 50 ms: mean / stdev (ms; uniform: 100 / 28.87)",
+        f"latency 100 ± 50 ms: mean / stdev (ms; uniform: 100 / {sd:.2f}, each ± {sd / draws**0.5:.1f} / "
+        f"± {sd * (0.8 / (4 * draws)) ** 0.5:.1f} over {draws} draws)",
         {t: f"{_fig(jit[t]['mean_ms'], '', 1)} / {_fig(jit[t]['stdev_ms'], '', 1)}" for t in jit},
     )
     o = doc["host_timer_overshoot_us"]
@@ -113,6 +119,8 @@ def render(doc: dict[str, Any]) -> str:
     lines.append(
         f"{doc['when']}, {m['cpus']} cores, load average before {m['load_average_before'][0]} / after "
         f"{m['load_average_after'][0]}; median of {p['reps']} interleaved repetitions ({p['slow_reps']} for the "
-        "toxic timing rows), (min-max) over them."
+        "toxic timing rows), (min-max) over them; within a repetition the round trips alternate between the "
+        f"targets {p.get('rtt_block', 1)} at a time (the toxic ones one at a time), the 200-connection runs "
+        f"{p.get('concurrent_200_runs', 1)} times."
     )
     return "\n".join(lines)
