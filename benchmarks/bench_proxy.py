@@ -2,9 +2,10 @@
 
 Every target is its own process (the echo/sink service, K2's proxy daemon, Toxiproxy), configured through
 the same HTTP API with the same JSON and driven by the same load tool (`proxy_load`). Repetitions are
-interleaved (ABAB: the order of the targets flips every repetition) so that noise from other work on the
-machine hits them alike; each figure is the median over repetitions with its spread (min-max), and the
-machine's load average is recorded before and after.
+interleaved (ABAB: the order of the targets flips every repetition), and within one the round trips
+alternate between the targets in small blocks, so that noise from other work on the machine hits them
+alike; each figure is the median over repetitions with its spread (min-max), and the machine's load
+average is recorded before and after.
 
     .venv/bin/python -m benchmarks.bench_proxy [--toxiproxy PATH] [--reps 5] [--kafka]
     .venv/bin/python -m benchmarks.bench_proxy --readme    # README's table from the last results
