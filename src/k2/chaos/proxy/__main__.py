@@ -3,7 +3,8 @@
 The stack runs it as its `fault-proxy` service, so every client reaches every service through it and
 network faults are plain calls to its Toxiproxy-compatible API, from the runner or from its watchdog.
 The config is JSON: {"proxies": [{"name", "listen", "upstream", "kafka_client_ids": {client.id: label},
-"owner_only": true}]}; an owner-only proxy admits only the daemon's own user and root (see `Proxy`).
+"owner_only": true, "refuse_as": "http"}]}; an owner-only proxy admits only the daemon's own user and root,
+turning others away with a reset or (`"refuse_as": "http"`) an HTTP 403 (see `Proxy`).
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         specs = json.loads(args.config.read_text())["proxies"]
         server = ProxyServer(api=args.api, seed=args.seed).start()
         for spec in specs:
-            owner_only = spec.get("owner_only", False)
-            proxy = server.create(spec["name"], spec["upstream"], spec["listen"], pinned=True, owner_only=owner_only)
+            gate = {"owner_only": spec.get("owner_only", False), "refuse_as": spec.get("refuse_as", "reset")}
+            proxy = server.create(spec["name"], spec["upstream"], spec["listen"], pinned=True, **gate)
             if spec.get("kafka_client_ids"):
                 proxy.classify_clients(KafkaClientId(spec["kafka_client_ids"]))
     except (OSError, ValueError, KeyError, ChaosError) as exc:

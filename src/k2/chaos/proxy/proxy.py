@@ -21,6 +21,7 @@ from k2.chaos.proxy.link import Link
 from k2.chaos.proxy.listener import Listener
 from k2.chaos.proxy.partition import Partition
 from k2.chaos.proxy.reactor import Reactor, shared
+from k2.chaos.proxy.refusal import KINDS, MAX_LINGERING, HttpRefusal, http_forbidden
 from k2.chaos.proxy.toxic import Stream, Toxic, create_toxic
 
 log = logging.getLogger(__name__)
@@ -42,10 +43,11 @@ class Proxy:
     logged when it was not given). The rolls are counted per toxic (`decisions()`).
 
     An `owner_only` proxy admits only connections whose client socket belongs to the user this process
-    runs as, or to root (the kernel says who, see k2.httpsafe.peer); others are reset at accept, before
-    a byte reaches the service. For a service that tells its callers apart by that same uid (the schema
-    registry's changes are owner-only): through a plain proxy it would see every caller as the proxy's
-    user. Other proxies never look the caller up.
+    runs as, or to root (the kernel says who, see k2.httpsafe.peer); others are turned away at accept,
+    before a byte reaches the service: reset, or with `refuse_as="http"` answered 403 (see `refusal`).
+    For a service that tells its callers apart by that same uid (the schema registry's changes are
+    owner-only): through a plain proxy it would see every caller as the proxy's user. Other proxies
+    never look the caller up.
 
     Every method may be called from any thread: it runs in the loop and returns when it took effect.
     """
@@ -61,6 +63,7 @@ class Proxy:
         connect_timeout: float = 5.0,
         reactor: Reactor | None = None,
         owner_only: bool = False,
+        refuse_as: str = "reset",
     ) -> None:
         if not name or not isinstance(name, str) or "/" in name:
             raise InvalidFault(f"proxy name {name!r} is invalid; use a non-empty string without '/'")
@@ -76,6 +79,10 @@ class Proxy:
         if not isinstance(owner_only, bool):
             raise InvalidFault(f"proxy {name!r}: owner_only must be true or false, got {owner_only!r}")
         self.owner_only = owner_only
+        if refuse_as not in KINDS:
+            raise InvalidFault(f"proxy {name!r}: refuse_as {refuse_as!r} is unknown; use one of {', '.join(KINDS)}")
+        self.refuse_as = refuse_as
+        self._refusals: set[HttpRefusal] = set()
         self._caller_check: Callable[[socket.socket], str | None] | None = None
         if owner_only:
             from k2.chaos.proxy.callers import owner_check  # only for owner-only proxies
@@ -124,6 +131,8 @@ class Proxy:
             self._clients.close_all()
             for link in list(self._links):
                 link.close(reason="proxy stopped")
+            for refused in list(self._refusals):
+                refused.close(reset=True)
 
         self.reactor.call(stop, timeout)
 
@@ -378,7 +387,7 @@ class Proxy:
         link.start()
 
     def _admits(self, conn: socket.socket, peer: tuple[str, int]) -> bool:
-        """An owner-only proxy's gate: refuse (RST) a connection another user's socket opened."""
+        """An owner-only proxy's gate: turn away a connection another user's socket opened."""
         assert self._caller_check is not None
         refusal = self._caller_check(conn)
         if refusal is None:
@@ -391,6 +400,15 @@ class Proxy:
                 "proxy %s: refused the connection from %s:%d: %s (%d refused so far)",
                 self.name, *peer, refusal, self._refused_callers,
             )  # fmt: skip
+        if self.refuse_as == "http" and len(self._refusals) < MAX_LINGERING:
+            answer = http_forbidden(
+                f"{refusal}: proxy {self.name!r} admits only the stack owner's and root's connections; "
+                "run the client as one of them"
+            )
+            refused = HttpRefusal(self.reactor, conn, answer, self._refusals.discard)
+            if not refused.closed:
+                self._refusals.add(refused)
+            return False
         _net.reset(conn)
         conn.close()
         return False
@@ -471,6 +489,7 @@ class Proxy:
                 "upstream": _net.format_address(self.upstream),
                 "enabled": self._enabled,
                 "owner_only": self.owner_only,
+                "refuse_as": self.refuse_as,
                 "toxics": [t.to_json() for t in self._toxics],
                 "toxicity_decisions": self._decisions.view(),
             }

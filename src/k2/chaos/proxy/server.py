@@ -191,8 +191,8 @@ class ProxyServer:
                 for name in created:
                     self.remove(name)
                 for old, old_listen, pinned in replaced:
-                    kept = {"enabled": old.enabled, "pinned": pinned, "owner_only": old.owner_only}
-                    self.create(old.name, old.upstream, old_listen, **kept)
+                    gate = {"owner_only": old.owner_only, "refuse_as": old.refuse_as}
+                    self.create(old.name, old.upstream, old_listen, enabled=old.enabled, pinned=pinned, **gate)
                 raise
         return result
 

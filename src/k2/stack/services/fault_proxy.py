@@ -16,8 +16,8 @@ NAME = "fault-proxy"
 KAFKA_CLIENT_LABELS = {label: label for label in ("producer", "consumer", "writer", "admin", "checker")}
 # Services that allow changes only to the stack's owner, by the uid owning the caller's socket
 # (k2.httpsafe): through the proxy they would see the proxy's uid for every caller, so their proxies
-# admit only the owner's and root's sockets. The query API (`api`) only reads; the other services have
-# their own credentials.
+# admit only the owner's and root's sockets and answer others 403, as the services themselves do. The
+# query API (`api`) only reads; the other services have their own credentials.
 OWNER_ONLY = frozenset({"schema-registry"})
 
 
@@ -64,6 +64,7 @@ class FaultProxy(Service):
                 spec["kafka_client_ids"] = KAFKA_CLIENT_LABELS
             if other.name in OWNER_ONLY:
                 spec["owner_only"] = True
+                spec["refuse_as"] = "http"
             proxies.append(spec)
         (home / "proxies.json").write_text(json.dumps({"proxies": proxies}, indent=2))
 

@@ -40,3 +40,12 @@ def test_a_caller_gone_before_accept_is_refused(echo: EchoServer) -> None:
 def test_owner_only_is_a_boolean(echo: EchoServer) -> None:
     with pytest.raises(Exception, match="owner_only must be true or false"):
         Proxy("registry", upstream=echo.address, owner_only="yes")  # type: ignore[arg-type]
+
+
+def test_refuse_as_names_a_known_answer(echo: EchoServer) -> None:
+    with pytest.raises(Exception, match="refuse_as 'teapot' is unknown; use one of reset, http"):
+        Proxy("registry", upstream=echo.address, owner_only=True, refuse_as="teapot")
+    with Proxy("registry", upstream=echo.address, seed=1, owner_only=True, refuse_as="http") as proxy:
+        with connect(proxy.listen_address) as sock:  # the owner is let through, not answered 403
+            assert rtt_ms(sock) >= 0
+        assert proxy.to_json()["refuse_as"] == "http"
