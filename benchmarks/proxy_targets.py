@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -72,8 +73,9 @@ class Direct:
 class ApiProxy:
     """A proxy daemon with Toxiproxy's API: K2's (`python -m k2.chaos.proxy`) or Toxiproxy's binary."""
 
-    def __init__(self, name: str, argv: list[str], api_port: int) -> None:
+    def __init__(self, name: str, argv: list[str], api_port: int, scratch: Path | None = None) -> None:
         self.name = name
+        self.scratch = scratch  # a directory of the benchmark's own, removed on close
         self.api = f"http://127.0.0.1:{api_port}"
         quiet = subprocess.DEVNULL
         self.process = subprocess.Popen(argv, stdout=quiet, stderr=quiet, stdin=quiet)
@@ -87,10 +89,11 @@ class ApiProxy:
     @classmethod
     def k2(cls) -> ApiProxy:
         port = free_port()
-        config = Path(tempfile.mkdtemp(prefix="k2-bench-proxy-")) / "proxies.json"
+        scratch = Path(tempfile.mkdtemp(prefix="k2-bench-proxy-"))
+        config = scratch / "proxies.json"
         config.write_text(json.dumps({"proxies": []}))
         argv = [sys.executable, "-m", "k2.chaos.proxy", "--api", f"127.0.0.1:{port}", "--config", str(config)]
-        return cls("k2", argv, port)
+        return cls("k2", argv, port, scratch)
 
     @classmethod
     def toxiproxy(cls, binary: str) -> ApiProxy:
@@ -128,3 +131,5 @@ class ApiProxy:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
