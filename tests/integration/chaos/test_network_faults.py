@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -98,26 +97,21 @@ def test_partial_partition_cuts_only_the_named_client(stack: LocalStack, session
 
 
 def test_latency_without_and_with_jitter_is_measured(stack: LocalStack, session: object) -> None:
+    """Judged by minima: a loaded machine only ever adds time to a round trip, so the fastest of several
+    samples is what the proxy added, and only jitter can make one faster than the latency asked for."""
     url = stack.endpoints().schema_registry_url
-    registry_get(url)
+    base = min(registry_get(url) for _ in range(5))
     with inject_latency("schema-registry", latency_ms=100, jitter_ms=0) as fault:
         steady = [registry_get(url) for _ in range(15)]
     with_ms = fault.effect.rtt_ms_with
     assert with_ms is not None and with_ms >= 90
-    assert 95 <= statistics.median(steady) <= 160, steady
+    assert 95 <= min(steady) <= base + 100 + 30, (base, steady)  # added once, not per direction
     with inject_latency("schema-registry", latency_ms=100, jitter_ms=50):
         jittery = [registry_get(url) for _ in range(40)]
-    assert min(jittery) >= 45, jittery
-    assert 80 <= statistics.median(jittery) <= 170, jittery
-    # Uniform +/-50 ms spreads the middle half over ~50 ms; without jitter it stays tight.
-    # (Interquartile ranges, not extremes: a busy 2-core machine adds rare outliers.)
-    assert iqr(jittery) > 20 > iqr(steady), (jittery, steady)
-    assert registry_get(url) < 90
-
-
-def iqr(samples: list[float]) -> float:
-    q = statistics.quantiles(samples, n=4)
-    return q[2] - q[0]
+    assert min(jittery) >= 45, jittery  # never below latency - jitter
+    # jitter really spreads below the latency: with none, the fastest would be >= 100 ms + the base round trip
+    assert min(jittery) < base + 90, (base, jittery)
+    assert min(registry_get(url) for _ in range(3)) < 90  # restored
 
 
 def test_latency_slows_kafka_produce_round_trips(stack: LocalStack, session: object) -> None:
