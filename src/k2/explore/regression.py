@@ -82,7 +82,11 @@ def regression_test(schedule: Schedule, *, found: str, reason: str, shrunk: str,
         "",
     ]
     if functions:
-        lines += [f"from k2.chaos.faults import {', '.join(functions)}", ""]
+        flat = f"from k2.chaos.faults import {', '.join(functions)}"
+        lines += (
+            [flat] if len(flat) <= LINE else ["from k2.chaos.faults import (", *(f"    {f}," for f in functions), ")"]
+        )
+        lines.append("")
     settings = {
         "seed": schedule.seed, "duration_s": schedule.duration_s, "warmup_s": schedule.warmup_s,
         "rate": workload.rate, "writers": workload.writers, "partitions": workload.partitions,
