@@ -37,6 +37,7 @@ from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from k2.platform import planted
 from k2.platform.config import PlatformConfig
 from k2.platform.deadletter import DeadLetter, DeadLetterPublisher
 from k2.platform.errors import (
@@ -128,10 +129,12 @@ class MarketDataProducer:
         kafka_overrides: Mapping[str, Any] | None = None,
         registry: SchemaRegistryClient | None = None,
         schemas: Mapping[str, int | str] | None = None,
+        planted_bug: str | None = None,
     ) -> None:
         """`schemas`: per kind, a bundled schema version (`{"trade": 3}`) or an Avro schema's JSON text to
         write records with instead of v2 (its added fields are validated by type; see k2.platform.evolution)."""
         self.config = config
+        self.planted_bug = planted.arm(planted_bug, "producer")  # test-only; see k2.platform.planted
         self.observer = observer
         self.block_timeout = block_timeout
         self.poll_every = poll_every
@@ -152,6 +155,8 @@ class MarketDataProducer:
             "on_delivery": self._on_failed_delivery,
             **dict(kafka_overrides or {}),
         }
+        if self.planted_bug == "producer-retries-without-idempotence":
+            self._kafka_conf["enable.idempotence"] = False  # retries stay on: a retried batch may be written twice
         self._producer = Producer(self._kafka_conf)
         self._fatal: KafkaError | None = None
         self._closed = False

@@ -28,7 +28,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -42,6 +42,7 @@ from pyiceberg.io.pyarrow import ArrowScan, schema_to_pyarrow
 from pyiceberg.table import FileScanTask, Table
 
 from k2.platform import iceberg_tables as tables
+from k2.platform import planted
 from k2.platform.config import PlatformConfig
 from k2.platform.errors import PlatformError, QueryError, QueryTimeout
 from k2.platform.routing import classify
@@ -61,9 +62,16 @@ _TRADE_COLUMNS = ("price", "quantity", "event_timestamp", "sequence_number")
 
 class QueryEngine:
     def __init__(
-        self, config: PlatformConfig, *, timeout: float = 30.0, workers: int = 4, cache_bytes: int = 256 << 20
+        self,
+        config: PlatformConfig,
+        *,
+        timeout: float = 30.0,
+        workers: int = 4,
+        cache_bytes: int = 256 << 20,
+        planted_bug: str | None = None,
     ) -> None:
         self.config = config
+        self._planted = planted.arm(planted_bug, "query")  # test-only; see k2.platform.planted
         self.timeout = timeout
         self._cache = _ScanCache(cache_bytes)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="k2-query")
@@ -208,7 +216,7 @@ class QueryEngine:
         limit = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
         for attempt in (1, 2):
-            future = self._pool.submit(work)
+            future = self._pool.submit(work) if self._planted is None else _inline(work)
             try:
                 return future.result(max(0.0, deadline - time.monotonic()))
             except FutureTimeout:
@@ -230,6 +238,16 @@ class QueryEngine:
                 log.warning("%s", error)
                 raise error from exc
         raise AssertionError("unreachable")
+
+
+def _inline(work: Callable[[], T]) -> Future[T]:
+    """The planted bug query-without-timeout: the work runs in the caller's thread, so no deadline applies."""
+    future: Future[T] = Future()
+    try:
+        future.set_result(work())
+    except Exception as exc:
+        future.set_exception(exc)
+    return future
 
 
 def _dropped_connection(exc: BaseException) -> bool:

@@ -32,6 +32,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer, TopicPartition
 
 from k2.platform import iceberg_tables as tables
+from k2.platform import planted
 from k2.platform.config import PlatformConfig, ensure_topics
 from k2.platform.consumer import MarketDataConsumer, RecordDecoder
 from k2.platform.deadletter import DeadLetter, DeadLetterPublisher
@@ -81,8 +82,10 @@ class IcebergWriter:
         crash_after_iceberg_commits: int | None = None,
         assign_all: bool = False,
         consumer_overrides: dict[str, Any] | None = None,
+        planted_bug: str | None = None,
     ) -> None:
         self.config = config
+        self._planted = planted.arm(planted_bug, "writer")  # test-only; see k2.platform.planted
         self.group_id = group_id
         self.batch_max_rows, self.batch_max_seconds = min(batch_max_rows, max_buffered_rows), batch_max_seconds
         self.max_buffered_rows = max_buffered_rows
@@ -197,6 +200,8 @@ class IcebergWriter:
         if self._batch_started is not None:
             wait = max(0.0, min(wait, self._batch_started + self.batch_max_seconds - time.monotonic()))
         self._ingest_all(self._consumer.consume(min(room, 5000), wait))
+        if self._planted == "writer-commits-before-iceberg":
+            self._commit_offsets()  # the planted bug: before the rows reach Iceberg
 
     def _ingest_all(self, messages: list[Message]) -> None:
         for index, message in enumerate(messages):
@@ -330,6 +335,10 @@ class IcebergWriter:
         assert self._consumer is not None
         if not self._dlq.settle(10.0):
             raise KafkaUnavailable("dead letters not acknowledged; Kafka offsets stay uncommitted until they are")
+        self._commit_offsets()
+
+    def _commit_offsets(self) -> None:
+        assert self._consumer is not None
         todo = [TopicPartition(t, p, o) for (t, p), o in self._positions.items() if self._committed.get((t, p)) != o]
         if not todo:
             return
@@ -408,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--assign-all", action="store_true", help="take every partition without group membership")
     parser.add_argument("--consumer-conf", action="append", default=[], metavar="KEY=VALUE",
                         help="a librdkafka consumer setting, e.g. session.timeout.ms=6000 (repeatable)")  # fmt: skip
+    parser.add_argument("--planted-bug", default=None, help="test-only (k2.platform.planted); never in production")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -422,11 +432,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"iceberg-writer: --consumer-conf takes KEY=VALUE, got {args.consumer_conf}", file=sys.stderr)
         return 2
     crash = os.environ.get(CRASH_HOOK_ENV)
-    writer = IcebergWriter(
-        config, group_id=args.group, batch_max_rows=args.batch_rows, batch_max_seconds=args.batch_seconds,
-        crash_after_iceberg_commits=int(crash) if crash else None, assign_all=args.assign_all,
-        consumer_overrides=overrides,
-    )  # fmt: skip
+    try:
+        writer = IcebergWriter(
+            config, group_id=args.group, batch_max_rows=args.batch_rows, batch_max_seconds=args.batch_seconds,
+            crash_after_iceberg_commits=int(crash) if crash else None, assign_all=args.assign_all,
+            planted_bug=args.planted_bug,
+            consumer_overrides=overrides,
+        )  # fmt: skip
+    except planted.PlantedBugRefused as exc:
+        print(f"iceberg-writer: {exc}", file=sys.stderr)
+        return 2
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
