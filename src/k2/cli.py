@@ -19,6 +19,7 @@ from k2.chaos.errors import ChaosError
 from k2.chaos.faults.injection import Terminated
 from k2.chaos.local.chooser import POLICIES
 from k2.chaos.runner import SUITES
+from k2.explore.errors import ExploreError
 from k2.stack import BACKENDS, LocalStack, StackError, open_stack
 from k2.stack.services.kafka import MAX_BROKERS
 
@@ -349,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("scenario", type=Path, help="fault-list file (YAML or JSON): services' placement and faults")
     export.add_argument("-o", "--output", type=Path, default=None, help="write here instead of to stdout")
     export.set_defaults(func=cmd_chaos_export)
+    from k2.explore.cli import add_commands as add_explore_commands
+
+    add_explore_commands(chaos, with_data_dir, with_backend)
 
     smoke = with_data_dir(sub.add_parser("smoke", help="up, a round trip through each service, summary, down"))
     smoke.add_argument("--keep", action="store_true", help="leave the stack running")
@@ -365,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check_args(args)
         return int(args.func(args))
-    except (StackError, ChaosError, UsageError) as exc:
+    except (StackError, ChaosError, UsageError, ExploreError) as exc:
         console.print(f"k2: {exc}", style="red", highlight=False, markup=False, soft_wrap=True)
         return 2
     except OSError as exc:  # a path that cannot be used: one line, not a traceback

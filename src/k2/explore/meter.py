@@ -35,10 +35,18 @@ class Bucket:
     def to_row(self) -> dict[str, float | int | None]:
         lat = sorted(self.ack_latencies)
         q = sorted(self.query_latencies)
-        return {"second": self.second, "invoked": self.invoked, "acked": self.acked, "failed": self.failed,
-                "unknown": self.unknown, "ack_p50_s": percentile(lat, 50), "ack_p99_s": percentile(lat, 99),
-                "queries_ok": self.queries_ok, "queries_failed": self.queries_failed,
-                "query_p99_s": percentile(q, 99)}  # fmt: skip
+        return {
+            "second": self.second,
+            "invoked": self.invoked,
+            "acked": self.acked,
+            "failed": self.failed,
+            "unknown": self.unknown,
+            "ack_p50_s": percentile(lat, 50),
+            "ack_p99_s": percentile(lat, 99),
+            "queries_ok": self.queries_ok,
+            "queries_failed": self.queries_failed,
+            "query_p99_s": percentile(q, 99),
+        }
 
 
 class Meter:

@@ -17,6 +17,8 @@ feeds the rules (k2.explore.rules).
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -78,20 +80,53 @@ class AckLatencyProbe:
 
 class LagProbe:
     """`committed()` reads the writer group's committed offset per partition (None when the broker does not
-    answer in time: the lag is then unknown, not zero)."""
+    answer: the lag is then unknown, not zero). The broker may take seconds to answer during a fault, so the
+    offsets are fetched by a thread of the probe's own and `measure()` never waits: it uses the latest answer
+    not older than `fresh_s`."""
 
     name, unit = "lag", "s"
 
-    def __init__(self, meter: Meter, committed: Callable[[], dict[int, int] | None]) -> None:
-        self.meter, self.committed = meter, committed
+    def __init__(
+        self,
+        meter: Meter,
+        committed: Callable[[], dict[int, int] | None],
+        *,
+        fresh_s: float = 3.0,
+        every_s: float = 1.0,
+    ) -> None:
+        self.meter, self.committed, self.fresh_s, self.every_s = meter, committed, fresh_s, every_s
+        self._latest: tuple[float, dict[int, int]] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
-    def measure(self) -> float | None:
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._poll, name="explore-lag-probe", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.refresh()
+            self._stop.wait(self.every_s)
+
+    def refresh(self) -> None:
         try:
             offsets = self.committed()
         except Exception as exc:  # a probe never breaks the run; unknown is recorded as such
             log.debug("lag probe: %s", exc)
+            return
+        if offsets is not None:
+            self._latest = (time.monotonic(), offsets)
+
+    def measure(self) -> float | None:
+        if self._thread is None:
+            self.refresh()  # not started: measure in the caller's thread
+        latest = self._latest
+        if latest is None or time.monotonic() - latest[0] > self.fresh_s:
             return None
-        return None if offsets is None else self.meter.oldest_uncommitted(offsets)
+        return self.meter.oldest_uncommitted(latest[1])
 
 
 class QuerySuccessProbe:
@@ -118,8 +153,13 @@ class QueryLatencyProbe:
 
 def standard_probes(meter: Meter, committed: Callable[[], dict[int, int] | None]) -> list[Probe]:
     """The five probes above over one meter."""
-    return [ThroughputProbe(meter), AckLatencyProbe(meter), LagProbe(meter, committed), QuerySuccessProbe(meter),
-            QueryLatencyProbe(meter)]  # fmt: skip
+    return [
+        ThroughputProbe(meter),
+        AckLatencyProbe(meter),
+        LagProbe(meter, committed),
+        QuerySuccessProbe(meter),
+        QueryLatencyProbe(meter),
+    ]
 
 
 def names(probes: Iterable[Probe]) -> list[str]:

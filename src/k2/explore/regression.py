@@ -90,7 +90,7 @@ def regression_test(schedule: Schedule, *, found: str, reason: str, shrunk: str,
     settings = {
         "seed": schedule.seed, "duration_s": schedule.duration_s, "warmup_s": schedule.warmup_s,
         "rate": workload.rate, "writers": workload.writers, "partitions": workload.partitions,
-        "symbols": workload.symbols, "query_interval_s": workload.query_interval_s,
+        "query_interval_s": workload.query_interval_s,
         "query_timeout_s": workload.query_timeout_s, "planted": list(workload.planted),
     }  # fmt: skip
     lines += [

@@ -35,13 +35,12 @@ class Workload:
     rate: int = 200
     writers: int = 2
     partitions: int = 3
-    symbols: int = 6
     query_interval_s: float = 1.0
     query_timeout_s: float = 3.0
     planted: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name, low, high in (("rate", 1, 100_000), ("writers", 1, 8), ("partitions", 1, 64), ("symbols", 1, 100)):
+        for name, low, high in (("rate", 1, 100_000), ("writers", 1, 8), ("partitions", 1, 64)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ScheduleError(f"workload.{name}={value!r}: give a whole number from {low} to {high}")

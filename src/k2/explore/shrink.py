@@ -61,9 +61,15 @@ class Attempt:
     wall_s: float
 
     def to_dict(self) -> dict[str, object]:
-        return {"step": self.step, "faults": list(self.faults), "durations": list(self.durations),
-                "run_s": self.run_s, "signature": self.signature, "reproduced": self.reproduced,
-                "wall_s": round(self.wall_s, 3)}  # fmt: skip
+        return {
+            "step": self.step,
+            "faults": list(self.faults),
+            "durations": list(self.durations),
+            "run_s": self.run_s,
+            "signature": self.signature,
+            "reproduced": self.reproduced,
+            "wall_s": round(self.wall_s, 3),
+        }
 
 
 @dataclass
@@ -82,10 +88,15 @@ class ShrinkResult:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "target": self.target, "runs": self.runs, "wall_s": round(self.wall_s, 3), "exhausted": self.exhausted,
-            "reproduced": self.reproduced, "original": self.original.to_dict(), "minimal": self.minimal.to_dict(),
+            "target": self.target,
+            "runs": self.runs,
+            "wall_s": round(self.wall_s, 3),
+            "exhausted": self.exhausted,
+            "reproduced": self.reproduced,
+            "original": self.original.to_dict(),
+            "minimal": self.minimal.to_dict(),
             "attempts": [a.to_dict() for a in self.attempts],
-        }  # fmt: skip
+        }
 
 
 class _OutOfBudget(Exception):
@@ -95,8 +106,15 @@ class _OutOfBudget(Exception):
 class _Search:
     """The state of one shrink: the budget, the cache of tried candidates and the best schedule so far."""
 
-    def __init__(self, target: str, trial: Trial, budget: Budget, attempts: int, settle_s: float,
-                 on_attempt: Callable[[Attempt], None] | None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        target: str,
+        trial: Trial,
+        budget: Budget,
+        attempts: int,
+        settle_s: float,
+        on_attempt: Callable[[Attempt], None] | None,
+    ) -> None:
         self.target, self.trial, self.budget, self.attempts = target, trial, budget, attempts
         self.settle_s, self.on_attempt = settle_s, on_attempt
         self.started = time.monotonic()
@@ -122,8 +140,15 @@ class _Search:
             began = time.monotonic()
             signature = self.trial(candidate)
             reproduced = signature == self.target
-            attempt = Attempt(step, candidate.indexes, tuple(f.duration_s for f in candidate.faults),
-                              candidate.duration_s, signature, reproduced, time.monotonic() - began)  # fmt: skip
+            attempt = Attempt(
+                step,
+                candidate.indexes,
+                tuple(f.duration_s for f in candidate.faults),
+                candidate.duration_s,
+                signature,
+                reproduced,
+                time.monotonic() - began,
+            )
             self.log.append(attempt)
             if self.on_attempt is not None:
                 self.on_attempt(attempt)
@@ -163,8 +188,15 @@ def shrink(
     found = search.best
     minimal = schedule if found is None else found
     origin = f"shrunk from a {schedule.origin} schedule ({len(schedule.faults)} -> {len(minimal.faults)} faults)"
-    return ShrinkResult(schedule, replace(minimal, origin=origin), target, search.log,
-                        time.monotonic() - search.started, exhausted, found is not None)  # fmt: skip
+    return ShrinkResult(
+        schedule,
+        replace(minimal, origin=origin),
+        target,
+        search.log,
+        time.monotonic() - search.started,
+        exhausted,
+        found is not None,
+    )
 
 
 def _ddmin(search: _Search, schedule: Schedule) -> Schedule:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
-__all__ = ["Line", "nice_ticks", "timeline_svg"]
+__all__ = ["Frame", "Line", "nice_ticks", "panel", "timeline_svg", "x_axis"]
 
 FAULT_FILL = "#f59e0b"
 WIDTH, LEFT, RIGHT, TOP = 960, 64, 20, 26
@@ -44,7 +44,7 @@ def _fmt(value: float) -> str:
     return f"{value:g}"
 
 
-class _Frame:
+class Frame:
     """Maps data to pixels for one panel."""
 
     def __init__(self, x_max: float, y_max: float, top: float, height: float) -> None:
@@ -58,7 +58,7 @@ class _Frame:
         return self.top + self.height - min(max(value, 0.0), self.y_max) / self.y_max * self.height
 
 
-def _panel(out: list[str], frame: _Frame, lines: Sequence[Line], y_ticks: list[float], title: str, unit: str) -> None:
+def panel(out: list[str], frame: Frame, lines: Sequence[Line], y_ticks: list[float], title: str, unit: str) -> None:
     bottom = frame.top + frame.height
     out.append(f'<text class="ptitle" x="{LEFT}" y="{frame.top - 8:.1f}">{escape(title)}</text>')
     for tick in y_ticks:
@@ -128,17 +128,17 @@ def timeline_svg(
     top1 = TOP
     top2 = top1 + PANEL_H + GAP
     height = top2 + PANEL_H + AXIS_H
-    f1 = _Frame(x_max, t_ticks[-1], top1, PANEL_H)
-    f2 = _Frame(x_max, l_ticks[-1], top2, PANEL_H)
+    f1 = Frame(x_max, t_ticks[-1], top1, PANEL_H)
+    f2 = Frame(x_max, l_ticks[-1], top2, PANEL_H)
     out = [
         f'<svg class="timeline" viewBox="0 0 {WIDTH} {height}" role="img" '
         f'aria-labelledby="{chart_id}-title" preserveAspectRatio="xMidYMid meet">',
         f'<title id="{chart_id}-title">Throughput and ack latency per second with fault windows</title>',
     ]
     _fault_layer(out, faults, origin, f1, top1, top2 + PANEL_H)
-    _panel(out, f1, throughput, t_ticks, "Throughput (records per second)", "")
-    _panel(out, f2, latency, l_ticks, "Ack latency (invoke to ack)", unit)
-    _x_axis(out, f1, x_max, top2 + PANEL_H)
+    panel(out, f1, throughput, t_ticks, "Throughput (records per second)", "")
+    panel(out, f2, latency, l_ticks, "Ack latency (invoke to ack)", unit)
+    x_axis(out, f1, x_max, top2 + PANEL_H)
     _hover(out, centre, f1, top1, top2 + PANEL_H)
     out.append("</svg>")
     return "\n".join(out)
@@ -153,7 +153,7 @@ def _ms(value: float | None) -> float | None:
 
 
 def _fault_layer(
-    out: list[str], faults: Sequence[dict[str, Any]], origin: float, frame: _Frame, top: float, bottom: float
+    out: list[str], faults: Sequence[dict[str, Any]], origin: float, frame: Frame, top: float, bottom: float
 ) -> None:
     """Shade each fault window, label it, and mark restore -> first ack (recovery)."""
     for i, fault in enumerate(faults):
@@ -180,7 +180,7 @@ def _fault_layer(
             out.append(f'<text class="rlabel bad" x="{x2 + 4:.1f}" y="{top + 12:.1f}">no ack after restore</text>')
 
 
-def _x_axis(out: list[str], frame: _Frame, x_max: float, bottom: float) -> None:
+def x_axis(out: list[str], frame: Frame, x_max: float, bottom: float) -> None:
     for tick in nice_ticks(x_max, 10):
         if tick > x_max + 1e-9:
             break
@@ -189,9 +189,7 @@ def _x_axis(out: list[str], frame: _Frame, x_max: float, bottom: float) -> None:
         out.append(f'<text class="tick" x="{x:.1f}" y="{bottom + 17:.1f}" text-anchor="middle">{_fmt(tick)}s</text>')
 
 
-def _hover(
-    out: list[str], centre: list[tuple[float, dict[str, Any]]], frame: _Frame, top: float, bottom: float
-) -> None:
+def _hover(out: list[str], centre: list[tuple[float, dict[str, Any]]], frame: Frame, top: float, bottom: float) -> None:
     """Invisible per-second columns whose tooltip lists that second's numbers (no script needed)."""
     if len(centre) > 1200:  # keep the page light on very long runs
         return

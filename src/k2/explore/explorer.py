@@ -1,0 +1,103 @@
+"""Run one schedule: the report is written before anything starts, each fault is injected at its second
+through the public fault API, and the report is written again with the verdict.
+
+    result = explore(stack, schedule, report_dir=Path("explore-reports"), abort_on=["lag>30s for 20s"])
+    result.verdict.outcome
+
+A fault that cannot be injected (the service is down because of another fault, the backend cannot do it) is
+noted on the timeline and the run goes on; the report says which planned faults really ran.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from k2.chaos.errors import ChaosError
+from k2.explore.report import report_dict, write_report
+from k2.explore.run import Aborted, ExploreRun, Progress, RunData
+from k2.explore.schedule import Schedule
+from k2.explore.verdict import Verdict
+
+__all__ = ["ExploreResult", "explore"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExploreResult:
+    schedule: Schedule
+    data: RunData
+    verdict: Verdict | None  # None when the run was interrupted
+    violations: list[Any] = field(default_factory=list)
+    injected: dict[int, str] = field(default_factory=dict)  # planned index -> "injected" or why not
+    report: dict[str, Any] = field(default_factory=dict)
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def signature(self) -> str:
+        return self.verdict.signature if self.verdict is not None else "interrupted"
+
+
+def explore(
+    stack: Any,
+    schedule: Schedule,
+    *,
+    abort_on: Iterable[str] = (),
+    report_dir: Path | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    hang_after_s: float | None = None,
+    drain_timeout_s: float = 60.0,
+    context: dict[str, Any] | None = None,
+    writers: Any = None,
+) -> ExploreResult:
+    """Run `schedule` on `stack` (see the module docstring). `context`: what the report says about how the
+    run was started (command, backend, versions)."""
+    rules = list(abort_on)
+    context = dict(context or {})
+    paths: dict[str, Path] = {}
+    if report_dir is not None:
+        paths = write_report(report_dir, report_dict(schedule, None, status="scheduled", context=context))
+    run = ExploreRun(
+        stack,
+        seed=schedule.seed,
+        duration_s=schedule.duration_s,
+        warmup_s=schedule.warmup_s,
+        workload=schedule.workload,
+        abort_on=rules,
+        hang_after_s=hang_after_s,
+        drain_timeout_s=drain_timeout_s,
+        on_progress=on_progress,
+        writers=writers,
+    )
+    result = ExploreResult(schedule, run.data, None)
+    planned: dict[int, Any] = {}
+    try:
+        with run, ExitStack() as faults:
+            for fault in schedule.faults:
+                run.until(fault.at_s)
+                try:
+                    built = fault.build(run.session)
+                    faults.enter_context(built)
+                except ChaosError as exc:
+                    result.injected[fault.index] = f"not injected: {exc}"
+                    run.note(f"fault #{fault.index} not injected: {exc}")
+                    continue
+                result.injected[fault.index] = "injected"
+                planned[fault.index] = built.record
+                run.note(f"injected {fault.describe()}")
+            run.until(schedule.duration_s)
+    except Aborted as exc:
+        log.warning("%s", exc)
+    finally:
+        result.verdict = run.judged
+        result.violations = run.violations
+        result.report = report_dict(schedule, result, status=run.data.status, context=context, planned=planned)
+        if report_dir is not None:
+            paths = write_report(report_dir, result.report)
+        result.paths = paths
+    return result
