@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import re
 import shlex
 import sys
@@ -24,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from k2.chaos.outcome import Outcome
+from k2.chaos.seeds import new_seed
 from k2.explore.errors import ExploreError
 from k2.explore.schedule import Schedule, Workload
 
@@ -139,7 +139,7 @@ def _schedule(args: argparse.Namespace, writer_names: list[str]) -> Schedule:
     workload = Workload(
         rate=args.rate, writers=args.writers, query_timeout_s=args.query_timeout, planted=tuple(args.plant or ())
     )
-    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    seed = args.seed if args.seed is not None else new_seed()
     return nemesis.schedule(seed, args.duration or 600.0, warmup_s=args.warmup, workload=workload)
 
 
@@ -160,8 +160,16 @@ def _print_verdict(result: Any, paths: dict[str, Path]) -> None:
     out.print(f"[bold {colour}]{verdict.outcome.label}[/]  {verdict.reason}", highlight=False)
     if verdict.check is not None:
         out.print(f"  {verdict.check.summary(examples=3)}", highlight=False, markup=False)
-    for anomaly in verdict.anomalies:
-        out.print(f"  [yellow]anomaly[/] (third party, not the platform): {anomaly}", highlight=False)
+    if verdict.anomalies:
+        from k2.chaos.anomaly import Anomaly
+
+        out.print(
+            f"  [yellow]{len(verdict.anomalies)} third-party anomal{'y' if len(verdict.anomalies) == 1 else 'ies'}"
+            "[/] beside the outcome (not the platform's doing):",
+            highlight=False,
+        )
+        for anomaly in verdict.anomalies[:5]:
+            out.print(f"    {Anomaly.from_dict(anomaly).describe()}", highlight=False, markup=False)
     violations = result.violations
     if violations:
         kinds = sorted({v.rule for v in violations})

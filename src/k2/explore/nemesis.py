@@ -9,16 +9,16 @@ ranges. Up to `max_concurrent` overlap; now and then a calm period follows (noth
 starting) so recovery is seen as well as failure. Nothing starts in the warm-up (the steady state's
 baseline), and everything has ended `settle_s` before the run does.
 
-Every draw comes from one stream derived from the seed (`Random(f"{seed}:nemesis")`), in a fixed order, so
+Every draw comes from one stream derived from the seed (k2.chaos.seeds: `nemesis`), in a fixed order, so
 the same seed, inventory and settings give the same schedule, and the schedule records every drawn value.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from k2.chaos.seeds import rng_for
 from k2.explore.errors import ScheduleError
 from k2.explore.kinds import KINDS, Inventory, Kind
 from k2.explore.planned import PlannedFault
@@ -109,7 +109,7 @@ class Nemesis:
         """The schedule of the run with `seed` (see the module docstring)."""
         if settle_s is None:
             settle_s = max(2.0, round(duration_s * 0.1, 1))
-        rng = random.Random(f"{seed}:nemesis")
+        rng = rng_for(seed, "nemesis")
         last_start = duration_s - settle_s - MIN_FAULT_S
         faults: list[PlannedFault] = []
         t = warmup_s

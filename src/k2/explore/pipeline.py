@@ -12,7 +12,7 @@
 - The writers (a consumer group of `writers` members) write both Iceberg tables.
 - A query every `query_interval_s` through the query engine (deadline `query_timeout_s`); the query in flight
   and when it began are visible, so a caller blocked past its deadline is seen as a hang.
-- Payloads and query symbols are drawn from the run's seed (`Random(f"{seed}:workload")`, `...:queries`).
+- Payloads and query symbols are drawn from the run's seed (k2.chaos.seeds: `workload`, `queries` streams).
 - Each run has its own topics and Iceberg namespace, so runs on one stack never see each other's data.
 - An unexpected exception in the producer or query loop is kept as evidence of a crash; typed platform
   errors (an outage seen and named) are the platform doing its job and only count as failed operations.
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import threading
 import time
 import traceback
@@ -34,6 +33,7 @@ from typing import Any
 
 from k2.chaos.checker import CheckResult, Observed, check, wait_drained
 from k2.chaos.ledger import Ledger, OpState
+from k2.chaos.seeds import rng_for
 from k2.explore.meter import Meter
 from k2.explore.schedule import Workload
 from k2.explore.writers import ThreadWriters, Writers
@@ -148,7 +148,7 @@ class Pipeline:
     def _produce_loop(self) -> None:
         from k2.scenarios.records import TradeFactory
 
-        factory = TradeFactory(random.Random(f"{self.seed}:workload"), run_tag=f"x{self.run_id}")
+        factory = TradeFactory(rng_for(self.seed, "workload"), run_tag=f"x{self.run_id}")
         rate, sent, began = self.workload.rate, 0, time.monotonic()
         while not self._stop.is_set():
             due = int((time.monotonic() - began) * rate)
@@ -165,7 +165,7 @@ class Pipeline:
     def _query_loop(self) -> None:
         from k2.scenarios.records import SYMBOLS
 
-        rng, symbols = random.Random(f"{self.seed}:queries"), sorted(SYMBOLS)
+        rng, symbols = rng_for(self.seed, "queries"), sorted(SYMBOLS)
         while not self._stop.wait(self.workload.query_interval_s):
             symbol = rng.choice(symbols)
             started = time.monotonic()
@@ -227,6 +227,9 @@ class Pipeline:
             name=f"explore {self.run_id}",
             sources=[topic.source, iceberg.source],
             ordered=[topic.source],
+            ack_positions=[topic.source],  # the broker said where each record is: a wrong place is an anomaly
+            unreadable=topic.unreadable,
+            anomalies=iceberg.audit(),
         )
         committed = self.committed(timeout=5.0) or {}
         behind = {p: end - committed.get(p, -1) for p, end in self.acked_ends().items() if committed.get(p, -1) < end}

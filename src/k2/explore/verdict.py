@@ -65,7 +65,16 @@ class Verdict:
         }
 
 
-def judge(
+def judge(*args: Any, **kwargs: Any) -> Verdict:
+    """The verdict of one run (see the module docstring); the anomalies, if any, close its reason."""
+    verdict = _judge(*args, **kwargs)
+    remarks = verdict.check.remarks() if verdict.check is not None else ""
+    if remarks:
+        verdict.reason = f"{verdict.reason}; {remarks}"
+    return verdict
+
+
+def _judge(
     check: CheckResult | None,
     *,
     caught_up: bool,
@@ -74,7 +83,6 @@ def judge(
     crashes: list[str],
     aborted: str | None,
 ) -> Verdict:
-    """The verdict of one run (see the module docstring)."""
     anomalies = [a.to_dict() if hasattr(a, "to_dict") else dict(a) for a in getattr(check, "anomalies", []) or []]
     parts: dict[str, Any] = {
         "check": check,
