@@ -94,10 +94,11 @@ def read_json(path: Path, what: str = "report", max_bytes: int = MAX_REPORT_BYTE
     except OSError as exc:
         reason = "a loop of symlinks" if exc.errno == errno.ELOOP else exc.strerror
         raise ExploreError(f"{what} {path}: {reason}; pass the report.json an explore run wrote") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ExploreError(f"{what} {path} is not a regular file; pass the report.json an explore run wrote")
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise ExploreError(f"{what} {path} is not a regular file; pass the report.json an explore run wrote")
         if info.st_size > max_bytes:
             raise ExploreError(f"{what} {path} is {info.st_size} bytes, more than {max_bytes}; is it a report?")
         data = handle.read(max_bytes + 1)

@@ -103,6 +103,7 @@ class ExploreRun:
         session: Any = None,
         on_progress: Callable[[Progress], None] | None = None,
         writers: Any = None,
+        on_finish: Callable[[ExploreRun], None] | None = None,
     ) -> None:
         self.stack, self.seed, self.duration_s, self.warmup_s = stack, seed, duration_s, warmup_s
         self.workload = workload or Workload()
@@ -110,7 +111,7 @@ class ExploreRun:
         self.steady_watches = [Watch(parse_rule(r)) for r in steady_state]
         self.hang_after_s = hang_after_s if hang_after_s is not None else 3 * self.workload.query_timeout_s
         self.drain_timeout_s = drain_timeout_s
-        self.on_progress = on_progress
+        self.on_progress, self.on_finish = on_progress, on_finish
         self.data = RunData(uuid.uuid4().hex[:10])
         self.pipeline = Pipeline(stack, self.workload, seed, self.data.run_id, writers=writers)
         self.probes: list[Probe] = standard_probes(self.pipeline.meter, self.pipeline.committed)
@@ -197,6 +198,8 @@ class ExploreRun:
             crashes=[*self._crashes, *self.pipeline.errors],
             aborted=self._aborted,
         )
+        if self.on_finish is not None:
+            self.on_finish(self)
 
     # -- what the caller uses ---------------------------------------------------------------------------
 

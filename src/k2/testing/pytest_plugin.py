@@ -25,7 +25,12 @@ from k2.chaos.session import ChaosSession
 from k2.platform.errors import PlatformError
 from k2.testing import chaos_session as open_session
 
-pytest_plugins = ["k2.chaos.pytest_plugin", "k2.chaos.pytest_verdict", "k2.scenarios.fixtures"]
+pytest_plugins = [
+    "k2.chaos.pytest_plugin",
+    "k2.chaos.pytest_verdict",
+    "k2.scenarios.fixtures",
+    "k2.explore.pytest_plugin",
+]
 
 
 def pytest_chaos_graceful_errors(config: pytest.Config) -> tuple[type[BaseException], ...]:
