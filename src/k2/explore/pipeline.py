@@ -212,14 +212,18 @@ class Pipeline:
         from k2.scenarios.sinks import IcebergReader, KafkaTopicReader
 
         topic = KafkaTopicReader(self.config, self.config.topics.trades)
+        began = time.monotonic()
         try:
-            on_topic = topic.read()
+            # A read stops at the first empty fetch, which a slow broker gives well before its end: read on
+            # until every acknowledged record was seen (bounded), then once more for what followed them.
+            wait_drained(topic.read, self.ledger.acked_keys(), drain_timeout_s, poll=0.5)
+            on_topic = topic.read(max_wait=2.0)
         finally:
             topic.close()
         expected = set(self.ledger.acked_keys()) | {o.key for o in on_topic}
         iceberg = IcebergReader(self.config)
-        began = time.monotonic()
-        in_iceberg: list[Observed] = wait_drained(iceberg.read, expected, drain_timeout_s, poll=1.0)
+        left = max(5.0, drain_timeout_s - (time.monotonic() - began))
+        in_iceberg: list[Observed] = wait_drained(iceberg.read, expected, left, poll=1.0)
         waited = time.monotonic() - began
         result = check(
             self.ledger,

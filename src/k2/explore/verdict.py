@@ -23,10 +23,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from k2.chaos.anomaly import Anomaly, AnomalyKind, register
 from k2.chaos.checker import CheckResult
 from k2.chaos.outcome import Outcome
 
-__all__ = ["Hang", "Verdict", "judge"]
+__all__ = ["TOPIC_GAP", "Hang", "Verdict", "judge"]
+
+TOPIC_GAP = register(
+    AnomalyKind(
+        "topic_gap",
+        "acknowledged records missing from the topic",
+        "records that reached Iceberg (so the broker had them) were not served when the topic was read back",
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -92,15 +101,27 @@ def _judge(
         "aborted": aborted,
     }
     if check is not None:
-        broker_lost = sorted({x.key for x in check.lost if x.source == kafka_source})
-        writer_lost = sorted({x.key for x in check.lost if x.source != kafka_source} - set(broker_lost))
+        missing_topic = {x.key for x in check.lost if x.source == kafka_source}
+        missing_sink = {x.key for x in check.lost if x.source != kafka_source}
+        gone = sorted(missing_topic & missing_sink)  # nowhere: the broker lost them before any writer read them
+        writer_lost = sorted(missing_sink - missing_topic)  # on the topic, never in Iceberg
+        unread = sorted(missing_topic - missing_sink)  # in Iceberg (so they were on the topic), not read back
         duplicated = sorted({x.key for x in check.duplicated if x.acknowledged})
-        if broker_lost:
+        if unread:
+            anomalies.append(
+                Anomaly(
+                    TOPIC_GAP.name,
+                    "kafka",
+                    unread[0],
+                    {"records": len(unread), "examples": unread[:5], "topic": kafka_source},
+                ).to_dict()
+            )
+        if gone:
             return Verdict(
                 Outcome.DATA_LOSS,
                 "data_loss:lost",
-                f"{len(broker_lost)} acknowledged trade(s) absent "
-                f"from the topic: the broker lost them (e.g. {', '.join(broker_lost[:3])})",
+                f"{len(gone)} acknowledged trade(s) are neither on "
+                f"the topic nor in Iceberg: the broker lost them (e.g. {', '.join(gone[:3])})",
                 **parts,
             )
         if writer_lost and caught_up:
@@ -136,6 +157,12 @@ def _judge(
         first = hangs[0]
         return Verdict(Outcome.HANG, f"hang:{first.operation}", first.detail, **parts)
     problems = [] if check is None else [v for v in check.violations if v not in ("lost", "duplicated")]
+    if (
+        check is not None
+        and "partially_present" in problems
+        and all(p["present_in"] != [kafka_source] for p in check.partially_present)
+    ):
+        problems.remove("partially_present")  # in Iceberg, only not read back from the topic: not corruption
     if crashes or problems:
         what = crashes[0].splitlines()[0] if crashes else f"data integrity problems: {', '.join(problems)}"
         return Verdict(Outcome.CRASH, "crash", what, **parts)

@@ -70,6 +70,12 @@ def test_lost_by_the_broker_is_named_so() -> None:
     assert v.signature == "data_loss:lost" and "the broker lost them" in v.reason
 
 
+def test_in_iceberg_but_not_read_back_from_the_topic_is_an_anomaly_not_a_loss() -> None:
+    v = verdict(checked(5, [0, 1, 2], [0, 1, 2, 3, 4]))  # a writer read 3 and 4 from the broker: it had them
+    assert v.outcome is Outcome.PASS
+    assert [a["kind"] for a in v.anomalies] == ["topic_gap"] and v.anomalies[0]["evidence"]["records"] == 2
+
+
 def test_duplicates_are_data_loss() -> None:
     v = verdict(checked(3, [0, 1, 2, 2], [0, 1, 2]))
     assert v.signature == "data_loss:duplicated"
