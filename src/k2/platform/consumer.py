@@ -256,6 +256,11 @@ class MarketDataConsumer:
         self.start()
 
     def _assigned(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # librdkafka keeps a partition's pause through a rebalance when it comes back to the same member
+        # (confluentinc/librdkafka#1849); resume what is assigned so "not paused" is true, or a writer that was
+        # backing off when its group rebalanced never fetches again (found by `k2 chaos explore`).
+        if partitions:
+            _consumer.resume(partitions)
         self.assigned, self._paused = list(partitions), False
         log.info("iceberg-writer: assigned %s", [(tp.topic, tp.partition) for tp in partitions])
         if not self.assign_all:
