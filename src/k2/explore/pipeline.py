@@ -58,6 +58,7 @@ class DrainResult:
     caught_up: bool
     waited_s: float
     behind: dict[int, int]  # partition -> acknowledged records the writers had not committed
+    positions: dict[tuple[int, int], str]  # what the topic holds: (partition, offset) -> key
 
 
 class Pipeline:
@@ -84,7 +85,8 @@ class Pipeline:
         self.writers = make(self.config, f"explore-{tag}", workload.writers, self.planted("writer"))
         self.root = root
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._producer_thread: threading.Thread | None = None
+        self._query_thread: threading.Thread | None = None
         self._producer: Any = None
         self._engine: Any = None
 
@@ -108,21 +110,23 @@ class Pipeline:
             self.config, timeout=self.workload.query_timeout_s, planted_bug=self.planted("query")
         )
         self.meter.start()
-        for name, loop in (("explore-producer", self._produce_loop), ("explore-queries", self._query_loop)):
-            thread = threading.Thread(target=self._guarded, args=(loop,), name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._producer_thread = self._spawn("explore-producer", self._produce_loop)
+        self._query_thread = self._spawn("explore-queries", self._query_loop)
+
+    def _spawn(self, name: str, loop: Callable[[], None]) -> threading.Thread:
+        thread = threading.Thread(target=self._guarded, args=(loop,), name=name, daemon=True)
+        thread.start()
+        return thread
 
     def stop_traffic(self, timeout: float = 30.0) -> None:
         """Stop sending and querying; the producer flushes (bounded) so every record has an outcome."""
         self._stop.set()
-        producer_thread = self._threads[0] if self._threads else None
-        if producer_thread is not None:
-            producer_thread.join(timeout)
+        if self._producer_thread is not None:
+            self._producer_thread.join(timeout)
         if self._producer is not None:
             self._producer.close(timeout)
-        for thread in self._threads[1:]:
-            thread.join(1.0)  # a query blocked on a frozen dependency is left behind (daemon), not waited for
+        if self._query_thread is not None:
+            self._query_thread.join(1.0)  # a query blocked on a frozen dependency is left behind (daemon)
         if self._engine is not None:
             self._engine.close()
 
@@ -237,7 +241,8 @@ class Pipeline:
         )
         committed = self.committed(timeout=5.0) or {}
         behind = {p: end - committed.get(p, -1) for p, end in self.acked_ends().items() if committed.get(p, -1) < end}
-        return DrainResult(result, not behind, waited, behind)
+        positions = {tuple(o.position): o.key for o in on_topic if o.position is not None}
+        return DrainResult(result, not behind, waited, behind, positions)  # type: ignore[arg-type]
 
     @property
     def kafka_source(self) -> str:

@@ -95,6 +95,7 @@ def report_dict(
         "started_at": data.started_at,
         "finished_at": data.finished_at,
         "baseline_per_s": data.baseline,
+        "phases_s": data.phases,
         "faults": _fault_rows(result, planned or {}, origin),
         "violations": [v.to_dict() for v in result.violations],
         "events": [e.to_dict() for e in data.events],

@@ -26,7 +26,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -84,6 +85,7 @@ class RunData:
     faults: list[Any] = field(default_factory=list)  # the session's fault records (as injected)
     drain: DrainResult | None = None
     series: list[dict[str, Any]] = field(default_factory=list)  # per-second traffic (k2.explore.meter)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds spent starting, healing, draining, ...
     status: str = "running"  # running | finished | aborted | interrupted
 
 
@@ -133,8 +135,9 @@ class ExploreRun:
             self._session = self.stack.chaos_session(seed=self.seed, recover=True).__enter__()
         self._first_record = len(self._session.records)
         try:
-            self.pipeline.start()
-            self.pipeline.writers.declare(self._session)
+            with self._phase("start"):
+                self.pipeline.start()
+                self.pipeline.writers.declare(self._session)
         except BaseException:
             self._close_session(None)
             self.pipeline.close()
@@ -157,16 +160,27 @@ class ExploreRun:
         if self._sampler is not None:
             self._sampler.join(10.0)
         try:
-            self._heal()
-            self.pipeline.stop_traffic()
+            with self._phase("heal"):
+                self._heal()
+            with self._phase("stop_traffic"):
+                self.pipeline.stop_traffic()
             self.data.series = self.pipeline.meter.rows()
             self.data.faults = list(self._session.records[self._first_record :])
             if not interrupted:
                 self._finish(exc)
         finally:
             self.data.finished_at = time.time()
-            self.pipeline.close()
-            self._close_session(exc)
+            with self._phase("close"):
+                self.pipeline.close()
+                self._close_session(exc)
+
+    @contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        began = time.monotonic()
+        try:
+            yield
+        finally:
+            self.data.phases[name] = round(time.monotonic() - began, 3)
 
     def _close_session(self, exc: BaseException | None) -> None:
         if self._own_session and self._session is not None:
@@ -187,7 +201,8 @@ class ExploreRun:
             self._crashes.append(f"{name} is not running after the heal")
         if exc is not None and not isinstance(exc, Aborted):
             self._crashes.append(f"the run's own code failed: {type(exc).__name__}: {exc}")
-        self.data.drain = drain = self.pipeline.check(self.drain_timeout_s)
+        with self._phase("drain_and_check"):
+            self.data.drain = drain = self.pipeline.check(self.drain_timeout_s)
         for watch in (*self.steady_watches, *self.abort_watches):
             watch.close(self.elapsed())
         self._verdict = judge(
@@ -197,6 +212,7 @@ class ExploreRun:
             hangs=self._hangs,
             crashes=[*self._crashes, *self.pipeline.errors],
             aborted=self._aborted,
+            topic=drain.positions,
         )
         if self.on_finish is not None:
             self.on_finish(self)

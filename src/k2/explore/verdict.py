@@ -1,10 +1,10 @@
 """One outcome class for an exploration run, with the reason and a signature the shrinker compares.
 
-In order of precedence, as for the scripted scenarios (k2.chaos.outcome):
+The outcome judges the platform (producer, writers, query engine); in order of precedence, as for the
+scripted scenarios (k2.chaos.outcome):
 
-- DATA_LOSS: an acknowledged trade is missing from the topic or from Iceberg although the writers committed
-  past it, or is there more than once. Where it went missing is named: absent from the topic means the
-  broker (a third party) lost it; on the topic but not in Iceberg means the platform's writers did.
+- DATA_LOSS: an acknowledged trade reached the topic but not Iceberg although the writers committed past
+  it, or is stored more than once.
 - HANG: an operation outlived its deadline by far (a query still running `hang_after_s` after it began), or
   the writers never committed everything acknowledged within the drain timeout (records missing from
   Iceberg are then not proven lost: the pipeline is stuck).
@@ -14,21 +14,33 @@ In order of precedence, as for the scripted scenarios (k2.chaos.outcome):
   and nothing was lost.
 - PASS: none of the above; the violations of the steady state along the way are reported, not judged.
 
-Anomalies of components K2 does not own (e.g. the broker acknowledging a wrong offset) are listed beside
-the outcome with their evidence; they never change it.
+What a component K2 does not own did wrong is an anomaly, listed beside the outcome with its evidence and
+never changing it: the broker acknowledging a trade it then does not have (it is neither on the topic nor
+in Iceberg; e.g. Tansu answering a retry after a kill with "duplicate sequence", i.e. delivered, at an
+offset where another record is), a wrong acknowledged offset, a record Iceberg got from the topic that the
+topic no longer serves. Every anomaly is in the reason too, so a PASS with an anomaly never reads clean.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from k2.chaos.anomaly import Anomaly, AnomalyKind, register
+from k2.chaos.anomaly import Anomaly, AnomalyKind, register, summarize
 from k2.chaos.checker import CheckResult
 from k2.chaos.outcome import Outcome
 
-__all__ = ["TOPIC_GAP", "Hang", "Verdict", "judge"]
+__all__ = ["BROKER_LOST", "TOPIC_GAP", "Hang", "Verdict", "judge"]
 
+BROKER_LOST = register(
+    AnomalyKind(
+        "broker_lost_acknowledged",
+        "acknowledged, then not kept by the broker",
+        "the broker acknowledged a record that is on neither the topic nor downstream: a producer that trusts its "
+        "acknowledgements has lost it",
+    )
+)
 TOPIC_GAP = register(
     AnomalyKind(
         "topic_gap",
@@ -74,16 +86,32 @@ class Verdict:
         }
 
 
-def judge(*args: Any, **kwargs: Any) -> Verdict:
-    """The verdict of one run (see the module docstring); the anomalies, if any, close its reason."""
-    verdict = _judge(*args, **kwargs)
-    remarks = verdict.check.remarks() if verdict.check is not None else ""
-    if remarks:
-        verdict.reason = f"{verdict.reason}; {remarks}"
-    return verdict
+def _third_party(check: CheckResult, kafka_source: str, topic: Mapping[tuple[int, int], str]) -> list[Anomaly]:
+    """The broker's share of what the checker found missing (see the module docstring)."""
+    missing_topic = {x.key: x for x in check.lost if x.source == kafka_source}
+    missing_sink = {x.key for x in check.lost if x.source != kafka_source}
+    found = []
+    for key in sorted(set(missing_topic) & missing_sink):
+        lost = missing_topic[key]
+        claimed = [lost.partition, lost.offset] if lost.offset is not None else None
+        there = (
+            topic.get((lost.partition, lost.offset)) if lost.partition is not None and lost.offset is not None else None
+        )
+        found.append(
+            Anomaly(
+                BROKER_LOST.name,
+                "kafka",
+                key,
+                {"acknowledged_at": claimed, "found_at": None, "record_at_that_offset": there},
+            )
+        )
+    unread = sorted(set(missing_topic) - missing_sink)
+    if unread:
+        found.append(Anomaly(TOPIC_GAP.name, "kafka", unread[0], {"records": len(unread), "examples": unread[:5]}))
+    return found
 
 
-def _judge(
+def judge(
     check: CheckResult | None,
     *,
     caught_up: bool,
@@ -91,39 +119,34 @@ def _judge(
     hangs: list[Hang],
     crashes: list[str],
     aborted: str | None,
+    topic: Mapping[tuple[int, int], str] | None = None,
 ) -> Verdict:
-    anomalies = [a.to_dict() if hasattr(a, "to_dict") else dict(a) for a in getattr(check, "anomalies", []) or []]
-    parts: dict[str, Any] = {
-        "check": check,
-        "anomalies": anomalies,
-        "hangs": list(hangs),
-        "crashes": list(crashes),
-        "aborted": aborted,
-    }
+    """The verdict of one run. `topic`: which key the topic holds at each (partition, offset), for evidence."""
+    anomalies: list[Anomaly] = list(check.anomalies) if check is not None else []
+    if check is not None:
+        anomalies += _third_party(check, kafka_source, topic or {})
+    verdict = _outcome(check, caught_up, kafka_source, list(hangs), list(crashes), aborted)
+    verdict.anomalies = [a.to_dict() for a in anomalies]
+    if anomalies:
+        firsts = {a.kind: a for a in reversed(anomalies)}
+        examples = "; ".join(a.describe() for a in firsts.values())
+        verdict.reason = f"{verdict.reason}; anomalies beside it: {summarize(anomalies)} (e.g. {examples})"
+    return verdict
+
+
+def _outcome(
+    check: CheckResult | None,
+    caught_up: bool,
+    kafka_source: str,
+    hangs: list[Hang],
+    crashes: list[str],
+    aborted: str | None,
+) -> Verdict:
+    parts: dict[str, Any] = {"check": check, "hangs": hangs, "crashes": crashes, "aborted": aborted}
     if check is not None:
         missing_topic = {x.key for x in check.lost if x.source == kafka_source}
-        missing_sink = {x.key for x in check.lost if x.source != kafka_source}
-        gone = sorted(missing_topic & missing_sink)  # nowhere: the broker lost them before any writer read them
-        writer_lost = sorted(missing_sink - missing_topic)  # on the topic, never in Iceberg
-        unread = sorted(missing_topic - missing_sink)  # in Iceberg (so they were on the topic), not read back
+        writer_lost = sorted({x.key for x in check.lost if x.source != kafka_source} - missing_topic)
         duplicated = sorted({x.key for x in check.duplicated if x.acknowledged})
-        if unread:
-            anomalies.append(
-                Anomaly(
-                    TOPIC_GAP.name,
-                    "kafka",
-                    unread[0],
-                    {"records": len(unread), "examples": unread[:5], "topic": kafka_source},
-                ).to_dict()
-            )
-        if gone:
-            return Verdict(
-                Outcome.DATA_LOSS,
-                "data_loss:lost",
-                f"{len(gone)} acknowledged trade(s) are neither on "
-                f"the topic nor in Iceberg: the broker lost them (e.g. {', '.join(gone[:3])})",
-                **parts,
-            )
         if writer_lost and caught_up:
             return Verdict(
                 Outcome.DATA_LOSS,
@@ -143,19 +166,16 @@ def _judge(
                 **parts,
             )
         if writer_lost:
-            hangs = [
-                *hangs,
+            hangs.append(
                 Hang(
                     "drain",
                     -1.0,
-                    f"the writers did not commit {len(writer_lost)} acknowledged "
-                    "trade(s) within the drain timeout; they are on the topic, not in Iceberg",
-                ),
-            ]
-            parts["hangs"] = hangs
+                    f"the writers did not commit {len(writer_lost)} acknowledged trade(s) "
+                    "within the drain timeout; they are on the topic, not in Iceberg",
+                )
+            )
     if hangs:
-        first = hangs[0]
-        return Verdict(Outcome.HANG, f"hang:{first.operation}", first.detail, **parts)
+        return Verdict(Outcome.HANG, f"hang:{hangs[0].operation}", hangs[0].detail, **parts)
     problems = [] if check is None else [v for v in check.violations if v not in ("lost", "duplicated")]
     if (
         check is not None
@@ -168,7 +188,4 @@ def _judge(
         return Verdict(Outcome.CRASH, "crash", what, **parts)
     if aborted:
         return Verdict(Outcome.FAILED_GRACEFULLY, "failed_gracefully", f"aborted: {aborted}; nothing was lost", **parts)
-    note = (
-        f"; {len(anomalies)} third-party anomal{'y' if len(anomalies) == 1 else 'ies'} beside it" if anomalies else ""
-    )
-    return Verdict(Outcome.PASS, "pass", "the checker found nothing lost or duplicated" + note, **parts)
+    return Verdict(Outcome.PASS, "pass", "the platform lost and duplicated nothing acknowledged", **parts)

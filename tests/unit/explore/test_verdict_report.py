@@ -65,9 +65,14 @@ def test_missing_from_iceberg_while_writers_are_behind_is_a_hang_not_a_loss() ->
     assert (v.outcome, v.signature) == (Outcome.HANG, "hang:drain")
 
 
-def test_lost_by_the_broker_is_named_so() -> None:
-    v = verdict(checked(5, [0, 1, 2, 4], [0, 1, 2, 4]))
-    assert v.signature == "data_loss:lost" and "the broker lost them" in v.reason
+def test_acknowledged_but_never_on_the_topic_is_the_brokers_anomaly_not_the_platforms_loss() -> None:
+    result = checked(5, [0, 1, 2, 4], [0, 1, 2, 4])  # T-3 acknowledged at (0, 3): nowhere to be found
+    v = judge(result, caught_up=True, kafka_source=KAFKA, hangs=[], crashes=[], aborted=None, topic={(0, 3): "X-9"})
+    assert v.outcome is Outcome.PASS, "the platform did its part"
+    [anomaly] = v.anomalies
+    assert anomaly["kind"] == "broker_lost_acknowledged" and anomaly["subject"] == "T-3"
+    assert anomaly["evidence"] == {"acknowledged_at": [0, 3], "found_at": None, "record_at_that_offset": "X-9"}
+    assert "anomalies beside it: 1 acknowledged, then not kept by the broker (kafka)" in v.reason
 
 
 def test_in_iceberg_but_not_read_back_from_the_topic_is_an_anomaly_not_a_loss() -> None:
@@ -100,7 +105,7 @@ def test_a_wrong_acknowledged_offset_is_an_anomaly_beside_a_pass() -> None:
     result = check(ledger, observed, name="t", sources=[KAFKA, ICEBERG], ack_positions=[KAFKA])
     v = verdict(result)
     assert v.outcome is Outcome.PASS and len(v.anomalies) == 1
-    assert v.anomalies[0]["kind"] == "wrong_ack_offset" and "anomalies:" in v.reason
+    assert v.anomalies[0]["kind"] == "wrong_ack_offset" and "anomalies beside it" in v.reason
 
 
 def test_report_round_trip_and_html_escape(tmp_path: Path) -> None:
