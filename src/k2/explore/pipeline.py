@@ -45,7 +45,9 @@ __all__ = ["DrainResult", "Pipeline"]
 
 log = logging.getLogger(__name__)
 
-PRODUCER_REQUEST_TIMEOUT_MS = 2000  # retries happen within a fault, as they do on a real network
+# librdkafka's client-side deadline for a produce request (request.timeout.ms is only the broker's): a request
+# unanswered this long is sent again, as over a real network with a stalled broker (normal p99 is under 1 s).
+PRODUCER_SOCKET_TIMEOUT_MS = 3000
 TICK_S = 0.01
 
 
@@ -102,7 +104,7 @@ class Pipeline:
 
         ensure_topics(self.config, partitions=self.workload.partitions)
         self.writers.start()
-        overrides = {"client.id": "producer", "request.timeout.ms": PRODUCER_REQUEST_TIMEOUT_MS}
+        overrides = {"client.id": "producer", "socket.timeout.ms": PRODUCER_SOCKET_TIMEOUT_MS}
         self._producer = MarketDataProducer(
             self.config, observer=self._observe, kafka_overrides=overrides, planted_bug=self.planted("producer")
         )
@@ -221,7 +223,7 @@ class Pipeline:
             # A read stops at the first empty fetch, which a slow broker gives well before its end: read on
             # until every acknowledged record was seen (bounded), then once more for what followed them.
             wait_drained(topic.read, self.ledger.acked_keys(), drain_timeout_s, poll=0.5)
-            on_topic = topic.read(max_wait=2.0)
+            on_topic = topic.read(max_wait=0.5)
         finally:
             topic.close()
         expected = set(self.ledger.acked_keys()) | {o.key for o in on_topic}
