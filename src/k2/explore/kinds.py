@@ -20,7 +20,7 @@ from k2.chaos.errors import InvalidFault
 
 __all__ = ["FACETS", "KINDS", "WRITER_KINDS", "Inventory", "Kind", "kind"]
 
-FACETS = ("process", "network", "disk")
+FACETS = ("process", "network", "disk", "clock")
 STREAMS = ("downstream", "upstream")
 
 Draw = Callable[[random.Random, str, "Inventory"], dict[str, Any]]
@@ -35,16 +35,17 @@ class Inventory:
     process: tuple[str, ...] = ()
     network: tuple[str, ...] = ()
     disk: tuple[str, ...] = ()
+    clock: tuple[str, ...] = ()  # services whose wall clock a fault can move (libfaketime)
     client_labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def services(self, facet: str) -> tuple[str, ...]:
-        return {"process": self.process, "network": self.network, "disk": self.disk}[facet]
+        return {"process": self.process, "network": self.network, "disk": self.disk, "clock": self.clock}[facet]
 
     def narrowed(self, services: Sequence[str] | None) -> Inventory:
         """Only `services` (None: all); a name in none of the facets is refused, naming those there are."""
         if services is None:
             return self
-        known = set(self.process) | set(self.network) | set(self.disk)
+        known = set(self.process) | set(self.network) | set(self.disk) | set(self.clock)
         unknown = sorted(set(services) - known)
         if unknown:
             raise InvalidFault(
@@ -54,6 +55,7 @@ class Inventory:
         return Inventory(
             tuple(s for s in self.process if s in keep), tuple(s for s in self.network if s in keep),
             tuple(s for s in self.disk if s in keep),
+            tuple(s for s in self.clock if s in keep),
             {s: labels for s, labels in self.client_labels.items() if s in keep},
         )  # fmt: skip
 
@@ -69,7 +71,7 @@ class Kind:
     name: str
     function: str
     facet: str
-    family: str  # lifecycle | partition | network | resources: the nemesis picks a family first
+    family: str  # lifecycle | partition | network | resources | clock: the nemesis picks a family first
     help: str
     draw: Draw = field(repr=False)
     on_writers: bool = False  # may act on the platform's writer processes (they are plain processes)
@@ -150,6 +152,10 @@ def _resource_limit(rng: random.Random, target: str, inv: Inventory) -> dict[str
     return {"cpu_quota": rng.randint(5, 50) * 1000, "mem_limit": mem}
 
 
+def _clock_skew(rng: random.Random, target: str, inv: Inventory) -> dict[str, Any]:
+    return {"offset_seconds": rng.choice((-1, 1)) * _log_uniform(rng, 1, 3600)}
+
+
 def _disk_fill(rng: random.Random, target: str, inv: Inventory) -> dict[str, Any]:
     return {"fullness": round(rng.uniform(0.9, 1.0), 3)}
 
@@ -173,6 +179,8 @@ KINDS: dict[str, Kind] = {
              "cap a service's CPU (and sometimes memory)", _resource_limit, on_writers=True),
         Kind("disk_fill", "disk_fill", "disk", "resources", "fill the filesystem a service keeps its data on",
              _disk_fill),
+        Kind("clock_skew", "clock_skew", "clock", "clock", "step a service's wall clock by up to an hour either way",
+             _clock_skew),
     )
 }  # fmt: skip
 

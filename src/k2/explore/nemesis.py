@@ -80,7 +80,7 @@ class Nemesis:
         self.kinds: list[Kind] = [k for k in dict.fromkeys(chosen) if k.targets(inventory, self.writers)]
         self.families = sorted({k.family for k in self.kinds})
         if not self.kinds:
-            services = sorted({*inventory.process, *inventory.network, *inventory.disk})
+            services = sorted({*inventory.process, *inventory.network, *inventory.disk, *inventory.clock})
             raise ScheduleError(
                 f"none of the fault kinds {', '.join(k.name for k in chosen)} applies to the services "
                 f"{', '.join(services) or '(none)'}; allow more kinds (--faults) or more services (--services)"

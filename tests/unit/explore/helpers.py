@@ -11,6 +11,7 @@ INVENTORY = Inventory(
     process=("kafka", "kafka-store", "s3", "postgres", "schema-registry", *WRITERS),
     network=("kafka", "kafka-store", "s3", "postgres", "schema-registry"),
     disk=("kafka",),
+    clock=("postgres", "schema-registry"),
     client_labels={"kafka": ("producer", "writer")},
 )
 

@@ -61,7 +61,7 @@ def test_intensity_changes_how_much_happens() -> None:
 
 def test_every_family_and_the_writers_are_drawn() -> None:
     drawn = [f for seed in range(30) for f in nemesis(intensity="high").schedule(seed, 300).faults]
-    assert {KINDS[f.kind].family for f in drawn} == {"lifecycle", "partition", "network", "resources"}
+    assert {KINDS[f.kind].family for f in drawn} == {"lifecycle", "partition", "network", "resources", "clock"}
     assert {f.target for f in drawn if f.kind == "service_failure"} >= set(WRITERS)
     assert any(f.params.get("clients") for f in drawn if f.kind == "network_partition"), "partial partitions"
 
