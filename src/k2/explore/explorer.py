@@ -1,5 +1,5 @@
 """Run one schedule: the report is written before anything starts, each fault is injected at its second
-through the public fault API, and the report is written again with the verdict.
+through the public fault API (a thread per injection), and the report is written again with the verdict.
 
     result = explore(stack, schedule, report_dir=Path("explore-reports"), abort_on=["lag>30s for 20s"])
     result.verdict.outcome
@@ -11,13 +11,14 @@ noted on the timeline and the run goes on; the report says which planned faults 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from k2.chaos.errors import ChaosError
+from k2.explore.planned import PlannedFault
 from k2.explore.report import report_dict, write_report
 from k2.explore.run import Aborted, ExploreRun, Progress, RunData
 from k2.explore.schedule import Schedule
@@ -26,6 +27,7 @@ from k2.explore.verdict import Verdict
 __all__ = ["ExploreResult", "explore"]
 
 log = logging.getLogger(__name__)
+INJECT_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -41,6 +43,49 @@ class ExploreResult:
     @property
     def signature(self) -> str:
         return self.verdict.signature if self.verdict is not None else "interrupted"
+
+
+class _Injector:
+    """Injects each planned fault at its second from a thread of its own, so one slow injection (a container
+    that takes seconds to stop) never delays the next; each fault ends on its own timer."""
+
+    def __init__(self, run: ExploreRun, result: ExploreResult) -> None:
+        self.run, self.result = run, result
+        self.records: dict[int, Any] = {}
+        self._entered: list[Any] = []
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def start(self, fault: PlannedFault) -> None:
+        thread = threading.Thread(target=self._inject, args=(fault,), name=f"explore-fault-{fault.index}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _inject(self, fault: PlannedFault) -> None:
+        try:
+            built = fault.build(self.run.session)
+            built.__enter__()
+        except ChaosError as exc:
+            self.result.injected[fault.index] = f"not injected: {exc}"
+            self.run.note(f"fault #{fault.index} not injected: {exc}")
+            return
+        with self._lock:
+            self._entered.append(built)
+            self.records[fault.index] = built.record
+        self.result.injected[fault.index] = "injected"
+        self.run.note(f"injected {fault.describe()}")
+
+    def finish(self) -> None:
+        """Wait for the injections under way (bounded), then end every injected fault (each restores once)."""
+        for thread in self._threads:
+            thread.join(INJECT_TIMEOUT_S)
+        with self._lock:
+            entered = list(reversed(self._entered))
+        for built in entered:
+            try:
+                built.__exit__(None, None, None)
+            except Exception as exc:  # the run's heal restores it through the session and the journal
+                log.error("restoring %r failed: %s", built, exc)
 
 
 def explore(
@@ -75,28 +120,22 @@ def explore(
         writers=writers,
     )
     result = ExploreResult(schedule, run.data, None)
-    planned: dict[int, Any] = {}
+    injector = _Injector(run, result)
     try:
-        with run, ExitStack() as faults:
-            for fault in schedule.faults:
-                run.until(fault.at_s)
-                try:
-                    built = fault.build(run.session)
-                    faults.enter_context(built)
-                except ChaosError as exc:
-                    result.injected[fault.index] = f"not injected: {exc}"
-                    run.note(f"fault #{fault.index} not injected: {exc}")
-                    continue
-                result.injected[fault.index] = "injected"
-                planned[fault.index] = built.record
-                run.note(f"injected {fault.describe()}")
-            run.until(schedule.duration_s)
+        with run:
+            try:
+                for fault in schedule.faults:
+                    run.until(fault.at_s)
+                    injector.start(fault)
+                run.until(schedule.duration_s)
+            finally:
+                injector.finish()
     except Aborted as exc:
         log.warning("%s", exc)
     finally:
         result.verdict = run.judged
         result.violations = run.violations
-        result.report = report_dict(schedule, result, status=run.data.status, context=context, planned=planned)
+        result.report = report_dict(schedule, result, status=run.data.status, context=context, planned=injector.records)
         if report_dir is not None:
             paths = write_report(report_dir, result.report)
         result.paths = paths
