@@ -65,9 +65,10 @@ class _Injector:
         try:
             built = fault.build(self.run.session)
             built.__enter__()
-        except ChaosError as exc:
-            self.result.injected[fault.index] = f"not injected: {exc}"
-            self.run.note(f"fault #{fault.index} not injected: {exc}")
+        except Exception as exc:  # a typed ChaosError mostly; anything else is reported the same way, not lost
+            exc_text = str(exc) if isinstance(exc, ChaosError) else f"{type(exc).__name__}: {exc}"
+            self.result.injected[fault.index] = f"not injected: {exc_text}"
+            self.run.note(f"fault #{fault.index} not injected: {exc_text}")
             return
         with self._lock:
             self._entered.append(built)
