@@ -67,6 +67,8 @@ class Meter:
         return 0.0 if self.started is None else self._clock() - self.started
 
     def _bucket(self) -> Bucket:
+        if self.started is None:
+            return Bucket(-1)  # before the run's clock starts: counted nowhere
         second = int(self.elapsed())
         bucket = self._buckets.get(second)
         if bucket is None:

@@ -34,6 +34,7 @@ from typing import Any
 from k2.chaos.checker import CheckResult, Observed, check, wait_drained
 from k2.chaos.ledger import Ledger, OpState
 from k2.chaos.seeds import rng_for
+from k2.explore.errors import ExploreError
 from k2.explore.meter import Meter
 from k2.explore.schedule import Workload
 from k2.explore.writers import ThreadWriters, Writers
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 # librdkafka's client-side deadline for a produce request (request.timeout.ms is only the broker's): a request
 # unanswered this long is sent again, as over a real network with a stalled broker (normal p99 is under 1 s).
 PRODUCER_SOCKET_TIMEOUT_MS = 3000
+FLOWING_TIMEOUT_S = 90.0
+SETTLED_S = 3.0
 TICK_S = 0.01
 
 
@@ -111,9 +114,26 @@ class Pipeline:
         self._engine = QueryEngine(
             self.config, timeout=self.workload.query_timeout_s, planted_bug=self.planted("query")
         )
-        self.meter.start()
         self._producer_thread = self._spawn("explore-producer", self._produce_loop)
         self._query_thread = self._spawn("explore-queries", self._query_loop)
+        self._wait_flowing(FLOWING_TIMEOUT_S)
+        self.meter.start()
+
+    def _wait_flowing(self, timeout: float) -> None:
+        """Until the writers have committed on every partition: the group has formed and each partition has an
+        owner, so the run's clock (and its first fault) starts on a pipeline in its steady state."""
+        deadline = time.monotonic() + timeout
+        while True:
+            committed = self.committed(timeout=2.0) or {}
+            if len(committed) == self.workload.partitions and all(o > 0 for o in committed.values()):
+                return
+            if self.errors or time.monotonic() >= deadline:
+                raise ExploreError(
+                    f"the pipeline did not start: after {timeout:g}s the writers had committed {committed or 'nothing'}"
+                    f"{'; ' + self.errors[0].splitlines()[0] if self.errors else ''}. Remedy: `k2 stack status`, "
+                    "and the writers' logs (kept with --keep)"
+                )
+            time.sleep(0.25)
 
     def _spawn(self, name: str, loop: Callable[[], None]) -> threading.Thread:
         thread = threading.Thread(target=self._guarded, args=(loop,), name=name, daemon=True)
@@ -228,8 +248,7 @@ class Pipeline:
             topic.close()
         expected = set(self.ledger.acked_keys()) | {o.key for o in on_topic}
         iceberg = IcebergReader(self.config)
-        left = max(5.0, drain_timeout_s - (time.monotonic() - began))
-        in_iceberg: list[Observed] = wait_drained(iceberg.read, expected, left, poll=1.0)
+        in_iceberg = self._drain(iceberg, expected, max(5.0, drain_timeout_s - (time.monotonic() - began)))
         waited = time.monotonic() - began
         result = check(
             self.ledger,
@@ -245,6 +264,28 @@ class Pipeline:
         behind = {p: end - committed.get(p, -1) for p, end in self.acked_ends().items() if committed.get(p, -1) < end}
         positions = {tuple(o.position): o.key for o in on_topic if o.position is not None}
         return DrainResult(result, not behind, waited, behind, positions)  # type: ignore[arg-type]
+
+    def _drain(self, iceberg: Any, expected: set[str], timeout: float) -> list[Observed]:
+        """Iceberg's trades once it holds every `expected` key, or at `timeout` — or sooner when the writers have
+        committed past every acknowledged record and Iceberg has not changed for SETTLED_S: what is missing then
+        is not coming (a writer commits its offsets only after its rows are in Iceberg, unless it is broken)."""
+        deadline = time.monotonic() + timeout
+        settled_since: float | None = None
+        last = -1
+        while True:
+            found = iceberg.read()
+            if expected <= {o.key for o in found} or time.monotonic() >= deadline:
+                return found
+            committed = self.committed(timeout=2.0) or {}
+            caught_up = all(committed.get(p, -1) >= end for p, end in self.acked_ends().items())
+            if caught_up and len(found) == last:
+                settled_since = settled_since or time.monotonic()
+                if time.monotonic() - settled_since >= SETTLED_S:
+                    return found
+            else:
+                settled_since = None
+            last = len(found)
+            time.sleep(1.0)
 
     @property
     def kafka_source(self) -> str:
