@@ -285,7 +285,7 @@ class Pipeline:
             else:
                 settled_since = None
             last = len(found)
-            time.sleep(1.0)
+            time.sleep(0.5)
 
     @property
     def kafka_source(self) -> str:

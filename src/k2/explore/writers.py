@@ -1,18 +1,23 @@
 """The workload's Iceberg writers: one consumer group, its members, and its committed offsets.
 
-`ThreadWriters` runs the members as threads of the explorer's process. They cannot be killed on their own,
-so they offer no chaos targets: the nemesis draws no writer fault while they are in use.
+`ProcessWriters` (the default) runs each member as a process of a writer group (k2.scenarios.writer_group):
+every member is a chaos target the nemesis may SIGKILL, stop, pause or limit, and a restarted member rejoins
+the group, so rebalances happen as they do in production. `ThreadWriters` runs them as threads of the
+explorer's process; they cannot be faulted on their own, so the nemesis draws no writer fault for them.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import threading
+from pathlib import Path
 from typing import Any, Protocol
 
 from k2.platform.config import PlatformConfig
 
-__all__ = ["ThreadWriters", "Writers", "default_writers"]
+__all__ = ["ProcessWriters", "ThreadWriters", "Writers", "default_writers"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +104,63 @@ class ThreadWriters:
             thread.join(45.0)
 
 
+class ProcessWriters:
+    """`count` writer processes of one group; a planted writer bug goes to each through its command line and
+    the environment that must agree with it (k2.platform.planted)."""
+
+    def __init__(
+        self,
+        config: PlatformConfig,
+        group_id: str,
+        count: int,
+        *,
+        planted_bug: str | None = None,
+        batch_seconds: float = 0.5,
+    ) -> None:
+        from k2.platform.planted import CONTEXT_ENV, ENV
+        from k2.scenarios.writer_group import WriterGroup
+
+        self.group_id, self.count = group_id, count
+        self._root = Path(tempfile.mkdtemp(prefix="k2-explore-writers-"))
+        planted = {ENV: planted_bug, CONTEXT_ENV: group_id} if planted_bug else {}
+        self.group = WriterGroup(
+            config,
+            group_id,
+            root=self._root,
+            batch_seconds=batch_seconds,
+            writer_args=["--planted-bug", planted_bug] if planted_bug else [],
+            env=planted,
+        )
+
+    def start(self) -> None:
+        self.group.start(self.count)
+
+    def names(self) -> list[str]:
+        return [m.name for m in self.group.members()]
+
+    def targets(self) -> list[str]:
+        return self.names()
+
+    def declare(self, session: Any) -> None:
+        self.group.declare(session)
+
+    def dead(self) -> list[str]:
+        return [m.name for m in self.group.members() if not m.alive]
+
+    def restart_dead(self) -> list[str]:
+        return [self.group.restart(name).name for name in self.dead()]
+
+    def committed(self, topic: str, partitions: list[int], timeout: float) -> dict[int, int]:
+        return committed_offsets(self.group.config, self.group_id, topic, partitions, timeout)
+
+    def close(self) -> None:
+        try:
+            self.group.undeclare()
+            self.group.close()
+        finally:
+            shutil.rmtree(self._root, ignore_errors=True)
+
+
 def committed_offsets(
     config: PlatformConfig, group_id: str, topic: str, partitions: list[int], timeout: float
 ) -> dict[int, int]:
@@ -120,6 +182,6 @@ def committed_offsets(
     return {tp.partition: tp.offset for tp in found}
 
 
-def default_writers() -> tuple[None, list[str]]:
-    """The writers a run uses (None: the pipeline's default, threads) and which of them faults may target."""
+def default_writers(count: int = 2) -> tuple[Any, list[str]]:
+    """The writers a run uses and the names faults may target."""
     return None, []
