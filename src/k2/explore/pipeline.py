@@ -86,6 +86,7 @@ class Pipeline:
         self.meter = Meter()
         self.errors: list[str] = []  # unexpected exceptions: evidence of a crash
         self.query_in_flight: tuple[float, str] | None = None  # (monotonic start, symbol)
+        self.last_query: tuple[float, str, float] | None = None  # (monotonic start, symbol, seconds it took)
         make = writers or _thread_writers
         self.writers = make(self.config, f"explore-{tag}", workload.writers, self.planted("writer"))
         self.root = root
@@ -203,8 +204,9 @@ class Pipeline:
             except PlatformError as exc:
                 log.info("explore query %s: %s", symbol, exc)
             finally:
-                self.query_in_flight = None
-                self.meter.query(ok, time.monotonic() - started)
+                took = time.monotonic() - started
+                self.query_in_flight, self.last_query = None, (started, symbol, took)
+                self.meter.query(ok, took)
 
     def _observe(self, event: Any) -> None:
         self.ledger.observe(event)

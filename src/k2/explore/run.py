@@ -14,8 +14,9 @@ stop the traffic (every record gets an outcome), and — unless interrupted — 
 
 While it runs, a sampler thread measures every probe each second, baselines the throughput in the warm-up,
 records violations of the steady state, stops the run when an abort rule has held for its duration
-(`until` raises `Aborted`, which restores the faults on its way out), notices a query blocked past
-`hang_after_s` (with every thread's stack), and a writer that died with no fault on it.
+(`until` raises `Aborted`, which restores the faults on its way out) and notices a writer that died with no
+fault on it; a second thread looks five times a second for a query blocked past `hang_after_s` (a HANG, with
+every thread's stack while it is still blocked).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = ["Aborted", "ExploreRun", "Progress"]
 
 log = logging.getLogger(__name__)
 SAMPLE_S = 1.0
+HANG_POLL_S = 0.2
 GRACE_S = 10.0  # a writer may be down this long after a fault on it ended (its restart) before it counts
 
 
@@ -121,6 +123,7 @@ class ExploreRun:
         self._first_record = 0
         self._stop = threading.Event()
         self._sampler: threading.Thread | None = None
+        self._hang_watch: threading.Thread | None = None
         self._aborted: str | None = None
         self._hangs: list[Hang] = []
         self._crashes: list[str] = []
@@ -147,6 +150,8 @@ class ExploreRun:
             getattr(probe, "start", lambda: None)()
         self._sampler = threading.Thread(target=self._sample_loop, name="explore-sampler", daemon=True)
         self._sampler.start()
+        self._hang_watch = threading.Thread(target=self._watch_hangs, name="explore-hangs", daemon=True)
+        self._hang_watch.start()
         return self
 
     def __exit__(
@@ -157,8 +162,9 @@ class ExploreRun:
         self._stop.set()
         for probe in self.probes:
             getattr(probe, "stop", lambda: None)()
-        if self._sampler is not None:
-            self._sampler.join(10.0)
+        for thread in (self._sampler, self._hang_watch):
+            if thread is not None:
+                thread.join(10.0)
         try:
             with self._phase("heal"):
                 self._heal()
@@ -278,7 +284,6 @@ class ExploreRun:
             if watch.observe(t, values.get(watch.rule.probe), baseline) and not self._aborted:
                 self._aborted = f"{watch.rule.text} held (worst {watch.violations[-1].worst})"
                 self.note(f"ABORT: {self._aborted}")
-        self._watch_hang(t)
         self._watch_writers(t)
         if self.on_progress is not None:
             active = [f"{r.kind} {r.target}" for r in self._records() if r.restored_at is None]
@@ -294,24 +299,32 @@ class ExploreRun:
                 )
             )
 
-    def _watch_hang(self, t: float) -> None:
-        in_flight = self.pipeline.query_in_flight
-        if in_flight is None:
-            return
-        began, symbol = in_flight
-        age = time.monotonic() - began
-        if age < self.hang_after_s or began in self._hung:
+    def _watch_hangs(self) -> None:
+        """Every HANG_POLL_S: a query in flight past `hang_after_s` (with every thread's stack), or one that
+        came back having taken that long (the caller was blocked all that time, even if it answered)."""
+        while not self._stop.wait(HANG_POLL_S):
+            in_flight, last = self.pipeline.query_in_flight, self.pipeline.last_query
+            if in_flight is not None and time.monotonic() - in_flight[0] >= self.hang_after_s:
+                self._hang(in_flight[0], in_flight[1], time.monotonic() - in_flight[0], running=True)
+            if last is not None and last[2] >= self.hang_after_s:
+                self._hang(last[0], last[1], last[2], running=False)
+
+    def _hang(self, began: float, symbol: str, seconds: float, *, running: bool) -> None:
+        if began in self._hung:
             return
         self._hung.add(began)
-        with tempfile.TemporaryFile("w+") as dump:
-            faulthandler.dump_traceback(dump, all_threads=True)
-            dump.seek(0)
-            stacks = dump.read()
+        stacks = None
+        if running:
+            with tempfile.TemporaryFile("w+") as dump:
+                faulthandler.dump_traceback(dump, all_threads=True)
+                dump.seek(0)
+                stacks = dump.read()
+        state = "has been running" if running else "took"
         detail = (
-            f"a query (VWAP of {symbol}) has been running {age:.1f}s, past its "
-            f"{self.workload.query_timeout_s:g}s deadline: the caller is blocked"
+            f"a query (VWAP of {symbol}) {state} {seconds:.1f}s, past its "
+            f"{self.workload.query_timeout_s:g}s deadline: the caller was blocked"
         )
-        self._hangs.append(Hang("query", t, detail, stacks))
+        self._hangs.append(Hang("query", self.elapsed(), detail, stacks))
         self.note(f"HANG: {detail}")
 
     def _records(self) -> list[Any]:
