@@ -9,8 +9,9 @@
         assert run.verdict().outcome == "pass", run.verdict().reason
 
 It runs on the run's stack and chaos session (`k2_stack`, `chaos_session`), so the faults a test enters are
-journaled, restored and reported like any scenario's, and the run's ledger and check become the scenario's:
-a regression test that loses data is reported as DATA_LOSS, not as a failed assertion.
+journaled, restored and reported like any scenario's, and the run's ledger, check and hangs become the
+scenario's: a regression test that loses data is reported as DATA_LOSS and one that blocks a caller as HANG,
+not as a failed assertion.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from k2.chaos.outcome import Outcome
 from k2.chaos.pytest_plugin import RUN, ScenarioState
 from k2.explore.run import ExploreRun
 from k2.explore.schedule import Workload
@@ -34,10 +36,18 @@ def explore_pipeline(k2_stack: Any, chaos_session: Any, request: pytest.FixtureR
 
     state = request.config.stash[RUN].scenarios.setdefault(request.node.nodeid, ScenarioState())
 
-    def judged(run: ExploreRun) -> None:  # before the scenario's body ends, so its verdict sees the check
+    def judged(run: ExploreRun) -> None:
+        """Before the scenario's body ends, so the chaos verdict sees what explore judged: the check (a
+        DATA_LOSS is the check's), and a HANG as the scenario hanging, with the blocked caller's stacks."""
+        verdict = run.judged
         state.ledger = run.pipeline.ledger
-        if run.judged is not None and run.judged.check is not None:
-            state.checks.append(run.judged.check)
+        if verdict is None:
+            return
+        if verdict.check is not None:
+            state.checks.append(verdict.check)
+        if verdict.outcome is Outcome.HANG:
+            state.timed_out = True
+            state.stack_dump = next((h.stacks for h in verdict.hangs if h.stacks), None) or verdict.reason
 
     def make(
         *,

@@ -1,10 +1,11 @@
 """One outcome class for an exploration run, with the reason and a signature the shrinker compares.
 
-The outcome judges the platform (producer, writers, query engine); in order of precedence, as for the
-scripted scenarios (k2.chaos.outcome):
+In order of precedence, as for the scripted scenarios (k2.chaos.outcome):
 
-- DATA_LOSS: an acknowledged trade reached the topic but not Iceberg although the writers committed past
-  it, or is stored more than once.
+- DATA_LOSS: an acknowledged trade is gone or stored more than once. Where it went is in the signature and
+  the reason: on the topic but not in Iceberg although the writers committed past it (`data_loss:lost`, the
+  platform's writers), on neither (`data_loss:lost_by_broker`: the broker acknowledged what it did not keep;
+  an anomaly beside it names the party and the evidence), or more than once (`data_loss:duplicated`).
 - HANG: an operation outlived its deadline by far (a query still running `hang_after_s` after it began), or
   the writers never committed everything acknowledged within the drain timeout (records missing from
   Iceberg are then not proven lost: the pipeline is stuck).
@@ -15,10 +16,11 @@ scripted scenarios (k2.chaos.outcome):
 - PASS: none of the above; the violations of the steady state along the way are reported, not judged.
 
 What a component K2 does not own did wrong is an anomaly, listed beside the outcome with its evidence and
-never changing it: the broker acknowledging a trade it then does not have (it is neither on the topic nor
-in Iceberg; e.g. Tansu answering a retry after a kill with "duplicate sequence", i.e. delivered, at an
-offset where another record is), a wrong acknowledged offset, a record Iceberg got from the topic that the
-topic no longer serves. Every anomaly is in the reason too, so a PASS with an anomaly never reads clean.
+never blamed on the platform: the broker acknowledging a trade it then does not have (e.g. Tansu answering
+a retry after a kill with "duplicate sequence", i.e. delivered, at an offset where another record is), a
+wrong acknowledged offset, a record Iceberg got from the topic that the topic no longer serves. An anomaly
+changes the outcome only through what it did to the data (a trade really gone is DATA_LOSS whoever lost it,
+as in the scripted scenarios); every anomaly is in the reason, so a PASS with one never reads clean.
 """
 
 from __future__ import annotations
@@ -145,8 +147,19 @@ def _outcome(
     parts: dict[str, Any] = {"check": check, "hangs": hangs, "crashes": crashes, "aborted": aborted}
     if check is not None:
         missing_topic = {x.key for x in check.lost if x.source == kafka_source}
-        writer_lost = sorted({x.key for x in check.lost if x.source != kafka_source} - missing_topic)
+        missing_sink = {x.key for x in check.lost if x.source != kafka_source}
+        writer_lost = sorted(missing_sink - missing_topic)
+        gone = sorted(missing_sink & missing_topic)
         duplicated = sorted({x.key for x in check.duplicated if x.acknowledged})
+        if gone:
+            return Verdict(
+                Outcome.DATA_LOSS,
+                "data_loss:lost_by_broker",
+                f"{len(gone)} acknowledged trade(s) are "
+                f"neither on the topic nor in Iceberg: the broker acknowledged what it did not keep (e.g. "
+                f"{', '.join(gone[:3])}; the anomaly beside it has the evidence)",
+                **parts,
+            )
         if writer_lost and caught_up:
             return Verdict(
                 Outcome.DATA_LOSS,
@@ -188,4 +201,4 @@ def _outcome(
         return Verdict(Outcome.CRASH, "crash", what, **parts)
     if aborted:
         return Verdict(Outcome.FAILED_GRACEFULLY, "failed_gracefully", f"aborted: {aborted}; nothing was lost", **parts)
-    return Verdict(Outcome.PASS, "pass", "the platform lost and duplicated nothing acknowledged", **parts)
+    return Verdict(Outcome.PASS, "pass", "nothing acknowledged was lost or duplicated", **parts)

@@ -65,10 +65,11 @@ def test_missing_from_iceberg_while_writers_are_behind_is_a_hang_not_a_loss() ->
     assert (v.outcome, v.signature) == (Outcome.HANG, "hang:drain")
 
 
-def test_acknowledged_but_never_on_the_topic_is_the_brokers_anomaly_not_the_platforms_loss() -> None:
+def test_acknowledged_but_never_on_the_topic_is_lost_by_the_broker_with_the_evidence_beside_it() -> None:
     result = checked(5, [0, 1, 2, 4], [0, 1, 2, 4])  # T-3 acknowledged at (0, 3): nowhere to be found
     v = judge(result, caught_up=True, kafka_source=KAFKA, hangs=[], crashes=[], aborted=None, topic={(0, 3): "X-9"})
-    assert v.outcome is Outcome.PASS, "the platform did its part"
+    assert (v.outcome, v.signature) == (Outcome.DATA_LOSS, "data_loss:lost_by_broker")
+    assert "the broker acknowledged what it did not keep" in v.reason
     [anomaly] = v.anomalies
     assert anomaly["kind"] == "broker_lost_acknowledged" and anomaly["subject"] == "T-3"
     assert anomaly["evidence"] == {"acknowledged_at": [0, 3], "found_at": None, "record_at_that_offset": "X-9"}
