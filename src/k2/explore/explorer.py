@@ -100,9 +100,11 @@ def explore(
     drain_timeout_s: float = 60.0,
     context: dict[str, Any] | None = None,
     writers: Any = None,
+    session: Any = None,
 ) -> ExploreResult:
     """Run `schedule` on `stack` (see the module docstring). `context`: what the report says about how the
-    run was started (command, backend, versions)."""
+    run was started (command, backend, versions); `session`: an open chaos session to use (default: one of
+    its own, opened and closed by the run)."""
     rules = list(abort_on)
     context = dict(context or {})
     paths: dict[str, Path] = {}
@@ -119,6 +121,7 @@ def explore(
         drain_timeout_s=drain_timeout_s,
         on_progress=on_progress,
         writers=writers,
+        session=session,
     )
     result = ExploreResult(schedule, run.data, None)
     injector = _Injector(run, result)

@@ -128,11 +128,17 @@ class Pipeline:
             committed = self.committed(timeout=2.0) or {}
             if len(committed) == self.workload.partitions and all(o > 0 for o in committed.values()):
                 return
-            if self.errors or time.monotonic() >= deadline:
+            dead = self.writers.dead()
+            if self.errors or dead or time.monotonic() >= deadline:
+                why = (
+                    f"{', '.join(dead)} exited while starting"
+                    if dead
+                    else self.errors[0].splitlines()[0]
+                    if self.errors
+                    else f"after {timeout:g}s the writers had committed {committed or 'nothing'}"
+                )
                 raise ExploreError(
-                    f"the pipeline did not start: after {timeout:g}s the writers had committed {committed or 'nothing'}"
-                    f"{'; ' + self.errors[0].splitlines()[0] if self.errors else ''}. Remedy: `k2 stack status`, "
-                    "and the writers' logs (kept with --keep)"
+                    f"the pipeline did not start: {why}. Remedy: `k2 stack status`, and the writers' logs"
                 )
             time.sleep(0.25)
 

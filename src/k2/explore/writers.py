@@ -26,7 +26,7 @@ class Writers(Protocol):
     group_id: str
 
     def start(self) -> None:
-        """Start every member and return once each consumes."""
+        """Launch every member and return at once (the pipeline waits until they commit on every partition)."""
 
     def names(self) -> list[str]:
         """The members' names, which are also their chaos target names when `targets()` offers them."""
@@ -134,7 +134,7 @@ class ProcessWriters:
         )
 
     def start(self) -> None:
-        self.group.start(self.count)
+        self.group.start(self.count, wait=False)
 
     def names(self) -> list[str]:
         return [m.name for m in self.group.members()]
