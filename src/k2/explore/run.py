@@ -135,7 +135,9 @@ class ExploreRun:
 
     def __enter__(self) -> ExploreRun:
         if self._session is None:
-            self._session = self.stack.chaos_session(seed=self.seed, recover=True).__enter__()
+            from k2.testing import chaos_session
+
+            self._session = chaos_session(self.stack, seed=self.seed, recover=True).__enter__()
         self._first_record = len(self._session.records)
         try:
             with self._phase("start"):
