@@ -85,11 +85,18 @@ def _faults(run: dict[str, Any]) -> str:
             if f.get("injected_s") is None
             else f"+{f['injected_s']:g}s .. " + ("?" if f.get("restored_s") is None else f"+{f['restored_s']:g}s"),
             f.get("status", ""),
-            f.get("effect") or "",
+            _effect(f.get("effect")),
         ]
         for f in run["faults"]
     ]
     return _table(["#", "kind", "service", "parameters", "planned", "injected .. restored", "status", "effect"], rows)
+
+
+def _effect(effect: Any) -> str:
+    """A typed effect as its one-line summary (report.json keeps it whole)."""
+    if isinstance(effect, dict):
+        return str(effect.get("summary") or effect)
+    return "" if effect is None else str(effect)
 
 
 def _check(verdict: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from k2.chaos.errors import InvalidFault
+from k2.chaos.faults import Fault, FaultSpec
 from k2.explore.errors import ScheduleError
 from k2.explore.kinds import kind
 
@@ -48,21 +49,20 @@ class PlannedFault:
         object.__setattr__(self, "params", {k: _plain(v, f"{where}: {k}") for k, v in self.params.items()})
         try:
             kind(self.kind).build(self.target, self.duration_s, self.params)
-        except InvalidFault as exc:
+        except (InvalidFault, TypeError, ValueError) as exc:
             raise ScheduleError(f"{where} ({self.kind} on {self.target}): {exc}") from None
 
     @property
     def end_s(self) -> float:
         return self.at_s + self.duration_s
 
-    @property
-    def function(self) -> str:
-        """The k2.chaos.faults function that builds it."""
-        return kind(self.kind).function
+    def spec(self) -> FaultSpec[Any]:
+        """The validated fault spec (k2.chaos.faults)."""
+        return kind(self.kind).build(self.target, self.duration_s, self.params)
 
-    def build(self, session: Any = None) -> Any:
-        """The fault, ready for `with` (or inject/restore), through `session` (None: the open one)."""
-        return kind(self.kind).build(self.target, self.duration_s, self.params, session=session)
+    def build(self, session: Any = None) -> Fault:
+        """The fault, ready for `with`, through `session` (None: the innermost open one)."""
+        return Fault(self.spec(), session=session)
 
     def with_(self, **changes: Any) -> PlannedFault:
         return replace(self, **changes)

@@ -14,14 +14,37 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from k2.explore.files import write_new_file
+from k2.explore.planned import PlannedFault
 from k2.explore.schedule import Schedule
 
-__all__ = ["regression_test", "write_regression_test"]
+__all__ = ["CALLS", "call", "regression_test", "write_regression_test"]
 
 _IDENT = re.compile(r"[^a-z0-9_]+")
 LINE = 120
+# kind -> (its function in k2.chaos.faults, {catalogue parameter: that function's keyword}); the rest keep names
+CALLS: dict[str, tuple[str, dict[str, str]]] = {
+    "service_failure": ("service_failure", {}),
+    "network_partition": ("network_partition", {}),
+    "resource_limit": ("resource_limit", {}),
+    "disk_fill": ("disk_fill", {}),
+    "clock_skew": ("clock_skew", {}),
+    "latency": ("inject_latency", {"latency": "latency_ms", "jitter": "jitter_ms"}),
+    "bandwidth": ("limit_bandwidth", {"rate": "rate_kbps"}),
+    "reset_peer": ("reset_connections", {"timeout": "timeout_ms"}),
+    "timeout": ("timeout_connections", {"timeout": "timeout_ms"}),
+    "slow_close": ("slow_close", {"delay": "delay_ms"}),
+    "slicer": ("slice_stream", {"delay": "delay_us"}),
+    "limit_data": ("limit_data", {"bytes": "max_bytes"}),
+}
+
+
+def call(fault: PlannedFault) -> tuple[str, dict[str, Any]]:
+    """The public function that builds `fault` and its keyword arguments (duration_seconds included)."""
+    function, renamed = CALLS[fault.kind]
+    return function, {"duration_seconds": fault.duration_s, **{renamed.get(k, k): v for k, v in fault.params.items()}}
 
 
 def _text(value: object, limit: int = 300) -> str:
@@ -62,7 +85,7 @@ def _call(indent: str, function: str, args: list[str]) -> list[str]:
 def regression_test(schedule: Schedule, *, found: str, reason: str, shrunk: str, signature: str) -> str:
     """The test file's text. `found`: how the failure was found (the explore command); `reason`: the verdict's
     reason; `shrunk`: what the shrink did; `signature`: the failure it reproduces (e.g. data_loss:lost)."""
-    functions = sorted({f.function for f in schedule.faults})
+    functions = sorted({call(f)[0] for f in schedule.faults})
     workload = schedule.workload
     lines = [
         f'"""Regression test written by `k2 chaos shrink`: {_text(signature, 40)}.',
@@ -104,10 +127,10 @@ def regression_test(schedule: Schedule, *, found: str, reason: str, shrunk: str,
         "    with run, ExitStack() as faults:",
     ]
     for fault in schedule.faults:
-        args = [_py(fault.target), f"duration_seconds={_py(fault.duration_s)}"]
-        args += [f"{key}={_py(value)}" for key, value in fault.params.items()]
+        function, kwargs = call(fault)
+        args = [_py(fault.target), *(f"{key}={_py(value)}" for key, value in kwargs.items())]
         lines.append(f"        run.until({_py(fault.at_s)})  # fault #{fault.index} of the explored schedule")
-        lines += _call("        ", "faults.enter_context", [_joined(fault.function, args, "            ")])
+        lines += _call("        ", "faults.enter_context", [_joined(function, args, "            ")])
     lines += [
         f"        run.until({_py(schedule.duration_s)})",
         "    verdict = run.verdict()",

@@ -33,11 +33,7 @@ def _fault_rows(result: ExploreResult | None, planned: dict[int, Any], origin: f
     rows = []
     for fault in result.schedule.faults:
         record = planned.get(fault.index)
-        row: dict[str, Any] = {
-            **fault.to_dict(),
-            "function": fault.function,
-            "status": result.injected.get(fault.index, "not reached"),
-        }
+        row: dict[str, Any] = {**fault.to_dict(), "status": result.injected.get(fault.index, "not reached")}
         if record is not None:
             row.update(
                 injected_s=_rel(record.injected_at, origin),

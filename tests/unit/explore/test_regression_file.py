@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+import k2.chaos.faults as public
 from k2.explore.errors import ExploreError
+from k2.explore.kinds import KINDS
 from k2.explore.nemesis import Nemesis
-from k2.explore.regression import regression_test, write_regression_test
+from k2.explore.regression import CALLS, call, regression_test, write_regression_test
 
 from .helpers import INVENTORY, WRITERS, kill, schedule_of
 
@@ -32,13 +34,26 @@ def test_drawn_schedules_become_formatted_tests(seed: int, tmp_path: Path) -> No
     assert [f.name for f in functions] == [f"test_explore_seed_{seed}_data_loss_lost"]
     assert [a.arg for a in functions[0].args.args] == ["explore_pipeline"]
     made = [c for c in calls(source) if c not in ("explore_pipeline", "ExitStack")]
-    assert made == [f.function for f in schedule.faults], "one public fault call per planned fault, in order"
+    assert made == [call(f)[0] for f in schedule.faults], "one public fault call per planned fault, in order"
     assert "os.system" not in source.split('"""')[2], "free text stays inside the docstring"
     path = tmp_path / "test_regression.py"
     path.write_text(source)
     for command in (["check", "--quiet", "--no-cache"], ["format", "--check", "--quiet", "--no-cache"]):
         done = subprocess.run([sys.executable, "-m", "ruff", *command, str(path)], capture_output=True, text=True)
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_each_written_call_builds_exactly_the_explored_spec() -> None:
+    assert set(CALLS) == set(KINDS), "every kind the catalogue has can be written out"
+    drawn = [
+        f
+        for seed in range(30)
+        for f in Nemesis(INVENTORY, writers=WRITERS, intensity="high").schedule(seed, 120).faults
+    ]
+    assert {f.kind for f in drawn} == set(KINDS)
+    for fault in drawn:
+        function, kwargs = call(fault)
+        assert getattr(public, function)(fault.target, **kwargs).spec == fault.spec(), fault.describe()
 
 
 def test_values_are_written_exactly(tmp_path: Path) -> None:

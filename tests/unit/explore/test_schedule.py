@@ -103,11 +103,12 @@ def test_derived_schedules_keep_the_original_numbers() -> None:
     assert schedule.max_concurrent() == 2 and schedule.fault_time_s() == 5.0
 
 
-def test_planned_fault_builds_the_public_fault() -> None:
-    fault = PlannedFault(3, "latency", "kafka", 1, 2, {"latency_ms": 300, "jitter_ms": 10, "stream": "upstream"})
-    built = fault.build()
-    assert fault.function == "inject_latency"
-    assert "300" in repr(built) or getattr(built, "attributes", {}).get("latency") == 300
+def test_planned_fault_builds_the_catalogue_spec() -> None:
+    fault = PlannedFault(3, "latency", "kafka", 1, 2, {"latency": 300, "jitter": 10, "stream": "upstream"})
+    spec = fault.spec()
+    assert (spec.kind, spec.target, spec.duration_s) == ("latency", "kafka", 2.0)
+    assert spec.parameters()["attributes"] == {"latency": 300, "jitter": 10}
+    assert fault.build().spec == spec
 
 
 def test_workload_defaults_are_valid() -> None:
