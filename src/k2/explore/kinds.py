@@ -29,11 +29,22 @@ from k2.chaos.targets import Capability
 __all__ = ["FACETS", "KINDS", "WRITER_KINDS", "Inventory", "Kind", "kind"]
 
 FACETS = ("process", "network", "disk", "clock")
-_FACET = {Capability.LIFECYCLE: "process", Capability.FREEZE: "process", Capability.LIMITS: "process",
-          Capability.NETWORK: "network", Capability.DISK: "disk", Capability.CLOCK: "clock"}  # fmt: skip
+_FACET = {
+    Capability.LIFECYCLE: "process",
+    Capability.FREEZE: "process",
+    Capability.LIMITS: "process",
+    Capability.NETWORK: "network",
+    Capability.DISK: "disk",
+    Capability.CLOCK: "clock",
+}
 # The family of each kind that is not a toxic (the toxics are the "network" family).
-_FAMILY = {"service_failure": "lifecycle", "network_partition": "partition", "resource_limit": "resources",
-           "disk_fill": "resources", "clock_skew": "clock"}  # fmt: skip
+_FAMILY = {
+    "service_failure": "lifecycle",
+    "network_partition": "partition",
+    "resource_limit": "resources",
+    "disk_fill": "resources",
+    "clock_skew": "clock",
+}
 DRAW_TRIES = 100
 
 
@@ -63,12 +74,23 @@ class Inventory:
                 f"--services: {', '.join(unknown)} not in this stack; choose from {', '.join(sorted(known))}"
             )
         keep = set(services)
-        return Inventory(*(tuple(s for s in self.services(f) if s in keep) for f in FACETS),
-                         {s: labels for s, labels in self.client_labels.items() if s in keep})  # fmt: skip
+
+        def only(names: tuple[str, ...]) -> tuple[str, ...]:
+            return tuple(s for s in names if s in keep)
+
+        return Inventory(
+            only(self.process),
+            only(self.network),
+            only(self.disk),
+            only(self.clock),
+            {s: labels for s, labels in self.client_labels.items() if s in keep},
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {**{f: list(self.services(f)) for f in FACETS},
-                "client_labels": {k: list(v) for k, v in self.client_labels.items()}}  # fmt: skip
+        return {
+            **{f: list(self.services(f)) for f in FACETS},
+            "client_labels": {k: list(v) for k, v in self.client_labels.items()},
+        }
 
 
 def _one_client(rng: random.Random, values: dict[str, Any], target: str, inv: Inventory) -> None:

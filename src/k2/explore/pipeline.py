@@ -270,8 +270,8 @@ class Pipeline:
         )
         committed = self.committed(timeout=5.0) or {}
         behind = {p: end - committed.get(p, -1) for p, end in self.acked_ends().items() if committed.get(p, -1) < end}
-        positions = {tuple(o.position): o.key for o in on_topic if o.position is not None}
-        return DrainResult(result, not behind, waited, behind, positions)  # type: ignore[arg-type]
+        positions = {(int(o.position[0]), int(o.position[1])): o.key for o in on_topic if o.position is not None}
+        return DrainResult(result, not behind, waited, behind, positions)
 
     def _drain(self, iceberg: Any, expected: set[str], timeout: float) -> list[Observed]:
         """Iceberg's trades once it holds every `expected` key, or at `timeout` — or sooner when the writers have
@@ -281,7 +281,7 @@ class Pipeline:
         settled_since: float | None = None
         last = -1
         while True:
-            found = iceberg.read()
+            found: list[Observed] = iceberg.read()
             if expected <= {o.key for o in found} or time.monotonic() >= deadline:
                 return found
             committed = self.committed(timeout=2.0) or {}

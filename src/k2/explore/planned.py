@@ -85,11 +85,10 @@ class PlannedFault:
         missing = [k for k in _FIELDS if k not in data]
         unknown = sorted(str(k) for k in data if k not in _FIELDS)
         if missing or unknown:
-            raise ScheduleError(
-                f"{where}: " + "; ".join(filter(None, [missing and f"missing {', '.join(missing)}",
-                                                        unknown and f"unknown key(s) {', '.join(unknown)}"]))
-                + f"; a fault has exactly {', '.join(_FIELDS)}"
-            )  # fmt: skip
+            problems = ([f"missing {', '.join(missing)}"] if missing else []) + (
+                [f"unknown key(s) {', '.join(unknown)}"] if unknown else []
+            )
+            raise ScheduleError(f"{where}: {'; '.join(problems)}; a fault has exactly {', '.join(_FIELDS)}")
         if not isinstance(data["kind"], str):
             raise ScheduleError(f"{where}: kind must be a string, got {data['kind']!r}")
         try:

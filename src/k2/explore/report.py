@@ -105,7 +105,8 @@ def report_dict(
             "behind": {str(k): v for k, v in drain.behind.items()},
         },
     }
-    return json.loads(json.dumps(doc, allow_nan=False, default=str))
+    plain: dict[str, Any] = json.loads(json.dumps(doc, allow_nan=False, default=str))
+    return plain
 
 
 def write_report(directory: Path, doc: dict[str, Any]) -> dict[str, Path]:

@@ -41,15 +41,15 @@ class Workload:
 
     def __post_init__(self) -> None:
         for name, low, high in (("rate", 1, 100_000), ("writers", 1, 8), ("partitions", 1, 64)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ScheduleError(f"workload.{name}={value!r}: give a whole number from {low} to {high}")
-        for name, low, high in (("query_interval_s", 0.05, 3600.0), ("query_timeout_s", 0.1, 600.0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-                raise ScheduleError(f"workload.{name}={value!r}: give seconds from {low:g} to {high:g}")
-            object.__setattr__(self, name, float(value))
-        planted = self.planted
+            count: object = getattr(self, name)
+            if isinstance(count, bool) or not isinstance(count, int) or not low <= count <= high:
+                raise ScheduleError(f"workload.{name}={count!r}: give a whole number from {low} to {high}")
+        for name, shortest, longest in (("query_interval_s", 0.05, 3600.0), ("query_timeout_s", 0.1, 600.0)):
+            seconds: object = getattr(self, name)
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not shortest <= seconds <= longest:
+                raise ScheduleError(f"workload.{name}={seconds!r}: give seconds from {shortest:g} to {longest:g}")
+            object.__setattr__(self, name, float(seconds))
+        planted: object = self.planted
         if isinstance(planted, str) or not isinstance(planted, list | tuple):
             raise ScheduleError(f"workload.planted={planted!r}: give a list of planted bug names (usually empty)")
         if not all(isinstance(p, str) and _NAME.match(p) for p in planted) or len(planted) > 8:

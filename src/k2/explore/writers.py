@@ -117,9 +117,8 @@ class ProcessWriters:
         planted_bug: str | None = None,
         batch_seconds: float = 0.5,
     ) -> None:
-        from k2.scenarios.writer_group import WriterGroup
-
         from k2.platform.planted import CONTEXT_ENV, ENV
+        from k2.scenarios.writer_group import WriterGroup  # type: ignore[import-not-found]  # lands with #13
 
         self.group_id, self.count = group_id, count
         self._root = Path(tempfile.mkdtemp(prefix="k2-explore-writers-"))
