@@ -39,7 +39,7 @@ START_SEEDS = (101, 202, 303, 404, 505)
 
 def schedule_for(seed: int, bug: str | None, duration_s: float, writer_names: list[str]) -> Schedule:
     nemesis = Nemesis(stack_inventory(writer_names), intensity="high", max_concurrent=2, writers=writer_names)
-    workload = Workload(rate=200, query_timeout_s=2.0, planted=(bug,) if bug else ())
+    workload = Workload(rate=200, query_timeout_s=1.5, planted=(bug,) if bug else ())
     return nemesis.schedule(seed, duration_s, warmup_s=3.0, workload=workload)
 
 
