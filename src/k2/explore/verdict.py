@@ -3,9 +3,10 @@
 In order of precedence, as for the scripted scenarios (k2.chaos.outcome):
 
 - DATA_LOSS: an acknowledged trade is gone or stored more than once. Where it went is in the signature and
-  the reason: on the topic but not in Iceberg although the writers committed past it (`data_loss:lost`, the
-  platform's writers), on neither (`data_loss:lost_by_broker`: the broker acknowledged what it did not keep;
-  an anomaly beside it names the party and the evidence), or more than once (`data_loss:duplicated`).
+  the reason, the platform's own loss first: on the topic but not in Iceberg although the writers committed
+  past it (`data_loss:lost`, the platform's writers), on neither (`data_loss:lost_by_broker`: the broker
+  acknowledged what it did not keep; an anomaly beside it names the party and the evidence), or more than
+  once (`data_loss:duplicated`).
 - HANG: an operation outlived its deadline by far (a query still running `hang_after_s` after it began), or
   the writers never committed everything acknowledged within the drain timeout (records missing from
   Iceberg are then not proven lost: the pipeline is stuck).
@@ -151,6 +152,16 @@ def _outcome(
         writer_lost = sorted(missing_sink - missing_topic)
         gone = sorted(missing_sink & missing_topic)
         duplicated = sorted({x.key for x in check.duplicated if x.acknowledged})
+        also = f"; the broker also lost {len(gone)} (see the anomaly)" if gone else ""
+        if writer_lost and caught_up:
+            return Verdict(
+                Outcome.DATA_LOSS,
+                "data_loss:lost",
+                f"{len(writer_lost)} acknowledged trade(s) on the "
+                f"topic never reached Iceberg although the writers committed past them (e.g. "
+                f"{', '.join(writer_lost[:3])}){also}",
+                **parts,
+            )
         if gone:
             return Verdict(
                 Outcome.DATA_LOSS,
@@ -158,15 +169,6 @@ def _outcome(
                 f"{len(gone)} acknowledged trade(s) are "
                 f"neither on the topic nor in Iceberg: the broker acknowledged what it did not keep (e.g. "
                 f"{', '.join(gone[:3])}; the anomaly beside it has the evidence)",
-                **parts,
-            )
-        if writer_lost and caught_up:
-            return Verdict(
-                Outcome.DATA_LOSS,
-                "data_loss:lost",
-                f"{len(writer_lost)} acknowledged trade(s) on the "
-                f"topic never reached Iceberg although the writers committed past them (e.g. "
-                f"{', '.join(writer_lost[:3])})",
                 **parts,
             )
         if duplicated:
