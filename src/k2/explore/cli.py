@@ -9,6 +9,7 @@ interrupted.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import shlex
@@ -178,6 +179,13 @@ def _print_verdict(result: Any, paths: dict[str, Path]) -> None:
         out.print(f"  report ({kind}): {path}", highlight=False)
 
 
+def _quiet(args: argparse.Namespace) -> None:
+    """Faults make the platform log every outage it meets; the report holds what matters (-v shows them)."""
+    if not getattr(args, "verbose", False):
+        for name in ("k2.platform", "k2.scenarios", "pyiceberg", "k2.chaos.checker"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def cmd_explore(args: argparse.Namespace) -> int:
     from k2.explore.explorer import explore
     from k2.explore.live import LiveView
@@ -185,6 +193,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
 
     for rule in args.abort_on:
         parse_rule(rule)
+    _quiet(args)
     _arm_planted(args.plant or [])
     factory, writer_names = _writers()
     schedule = _schedule(args, writer_names)
@@ -228,6 +237,7 @@ def cmd_shrink(args: argparse.Namespace) -> int:
     from k2.explore.shrink import Attempt, Budget, shrink
 
     doc, schedule = load_report(args.report)
+    _quiet(args)
     verdict = doc.get("verdict") or {}
     outcome, target = verdict.get("outcome"), verdict.get("signature")
     if outcome not in {o.value for o in FAILING} or not isinstance(target, str) or len(target) > 64:

@@ -28,8 +28,9 @@ def summary_line(p: Progress) -> str:
     """One line: elapsed/total, active faults, throughput vs baseline, p99, lag, queries, violations."""
     base = f" (baseline {p.baseline:.0f}/s)" if p.baseline else ""
     active = ", ".join(p.active) or "none"
+    when = f"+{p.elapsed_s:5.0f}s/{p.duration_s:g}s" if p.elapsed_s <= p.duration_s else f"+{p.elapsed_s:5.0f}s ending"
     return (
-        f"+{p.elapsed_s:5.0f}s/{p.duration_s:g}s  faults: {active}  throughput "
+        f"{when}  faults: {active}  throughput "
         f"{_value(p.values, 'throughput', '{:.0f}/s')}{base}  p99 {_value(p.values, 'p99', '{:.2f}s')}  "
         f"lag {_value(p.values, 'lag', '{:.1f}s')}  queries {_value(p.values, 'query_success', '{:.0f}%')}  "
         f"violations {p.violations}"
@@ -77,6 +78,7 @@ class LiveView:
         table.add_row("violations", f"[{'yellow' if p.violations else 'green'}]{p.violations}[/]")
         for event in p.events:
             table.add_row("", f"[dim]{event}[/]")
-        left = max(0.0, p.duration_s - p.elapsed_s)
-        head = Text(f"{self.title}  +{p.elapsed_s:.0f}s elapsed, {left:.0f}s left", style="bold")
+        left = p.duration_s - p.elapsed_s
+        state = f"{left:.0f}s left" if left >= 0 else "ending: the last faults are being restored"
+        head = Text(f"{self.title}  +{p.elapsed_s:.0f}s elapsed, {state}", style="bold")
         return Group(head, ProgressBar(total=p.duration_s, completed=min(p.elapsed_s, p.duration_s), width=60), table)

@@ -108,7 +108,8 @@ class Pipeline:
 
         ensure_topics(self.config, partitions=self.workload.partitions)
         self.writers.start()
-        overrides = {"client.id": "producer", "socket.timeout.ms": PRODUCER_SOCKET_TIMEOUT_MS}
+        # librdkafka logs each refused connection to stderr itself (level 3); faults make many: the ledger has them
+        overrides = {"client.id": "producer", "socket.timeout.ms": PRODUCER_SOCKET_TIMEOUT_MS, "log_level": 2}
         self._producer = MarketDataProducer(
             self.config, observer=self._observe, kafka_overrides=overrides, planted_bug=self.planted("producer")
         )

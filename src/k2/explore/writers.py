@@ -171,6 +171,7 @@ def committed_offsets(
         {
             **config.kafka_base(),
             "group.id": group_id,
+            "log_level": 2,
             "client.id": "checker",
             "socket.timeout.ms": max(1000, int(timeout * 1000)),
         }
