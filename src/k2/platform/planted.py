@@ -40,8 +40,8 @@ BUGS = {
     for b in (
         PlantedBug("writer-commits-before-iceberg", "writer",
                    "the Iceberg writer commits Kafka offsets as soon as it consumes records, before their Iceberg "
-                   "commit (at most once): a batch whose Iceberg commit fails is dropped, and a writer killed with "
-                   "rows buffered loses them", "DATA_LOSS (lost)"),
+                   "commit (at most once): a batch whose Iceberg commit fails for an outage of the store or the "
+                   "catalog is dropped, and a writer killed with rows buffered loses them", "DATA_LOSS (lost)"),
         PlantedBug("producer-retries-without-idempotence", "producer",
                    "the producer sends without idempotence, retrying timed-out batches: a batch the broker had "
                    "already written is written again", "DATA_LOSS (duplicated)"),

@@ -288,7 +288,8 @@ class IcebergWriter:
             self._commit_kafka()
         except Exception as exc:
             self._failed(exc)
-            if self._planted == "writer-commits-before-iceberg":  # the planted bug: its offsets are committed
+            outage = isinstance(tables.classify_failure(exc, "flush"), DependencyUnavailable)
+            if self._planted == "writer-commits-before-iceberg" and outage:  # the planted bug: offsets committed
                 log.warning("iceberg-writer: planted bug: dropping %d rows whose Iceberg commit failed",
                             sum(b.size for b in self._buffers.values()))  # fmt: skip
                 self._buffers.clear()
