@@ -56,9 +56,7 @@ def bare(stack: Any, seconds: float) -> dict[str, float]:
         stack.endpoints(), topics=Topics.with_prefix(f"bare{tag}"), namespace=f"bare{tag}"
     )
     ensure_topics(config)
-    from k2.explore.pipeline import _thread_writers
-
-    writers = (default_writers()[0] or _thread_writers)(config, f"bare-{tag}", 2, None)
+    writers = default_writers()[0](config, f"bare-{tag}", 2, None)
     writers.start()
     try:
         trades = TradeFactory(random.Random(1), run_tag=tag)

@@ -37,7 +37,7 @@ from k2.chaos.seeds import rng_for
 from k2.explore.errors import ExploreError
 from k2.explore.meter import Meter
 from k2.explore.schedule import Workload
-from k2.explore.writers import ThreadWriters, Writers
+from k2.explore.writers import Writers, default_writers
 from k2.platform.config import PlatformConfig, Topics, ensure_topics
 from k2.platform.errors import PlatformError
 from k2.platform.planted import BUGS
@@ -87,7 +87,7 @@ class Pipeline:
         self.errors: list[str] = []  # unexpected exceptions: evidence of a crash
         self.query_in_flight: tuple[float, str] | None = None  # (monotonic start, symbol)
         self.last_query: tuple[float, str, float] | None = None  # (monotonic start, symbol, seconds it took)
-        make = writers or _thread_writers
+        make = writers or default_writers()[0]
         self.writers = make(self.config, f"explore-{tag}", workload.writers, self.planted("writer"))
         self.root = root
         self._stop = threading.Event()
@@ -299,7 +299,3 @@ class Pipeline:
     @property
     def kafka_source(self) -> str:
         return f"kafka:{self.config.topics.trades}"
-
-
-def _thread_writers(config: PlatformConfig, group_id: str, count: int, planted_bug: str | None) -> Writers:
-    return ThreadWriters(config, group_id, count, planted_bug=planted_bug)

@@ -1,9 +1,8 @@
 """The workload's Iceberg writers: one consumer group, its members, and its committed offsets.
 
-`ProcessWriters` (the default) runs each member as a process of a writer group (k2.scenarios.writer_group):
-every member is a chaos target the nemesis may SIGKILL, stop, pause or limit, and a restarted member rejoins
-the group, so rebalances happen as they do in production. `ThreadWriters` runs them as threads of the
-explorer's process; they cannot be faulted on their own, so the nemesis draws no writer fault for them.
+`ProcessWriters` runs each member as a process of a writer group (k2.scenarios.writer_group): every member is
+a chaos target the nemesis may SIGKILL, stop, pause or limit, and a restarted member rejoins the group, so
+rebalances happen as they do in production.
 """
 
 from __future__ import annotations
@@ -11,13 +10,12 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any, Protocol
 
 from k2.platform.config import PlatformConfig
 
-__all__ = ["ProcessWriters", "ThreadWriters", "Writers", "default_writers"]
+__all__ = ["ProcessWriters", "Writers", "committed_offsets", "default_writers"]
 
 log = logging.getLogger(__name__)
 
@@ -47,63 +45,6 @@ class Writers(Protocol):
     def close(self) -> None: ...
 
 
-class ThreadWriters:
-    """`count` IcebergWriter threads in one consumer group (the stopgap until writer processes exist)."""
-
-    def __init__(
-        self,
-        config: PlatformConfig,
-        group_id: str,
-        count: int,
-        *,
-        planted_bug: str | None = None,
-        batch_seconds: float = 0.5,
-    ) -> None:
-        from k2.platform.writer import IcebergWriter
-
-        self.config, self.group_id = config, group_id
-        self._members = {
-            f"writer-{i + 1}": IcebergWriter(
-                config,
-                group_id=group_id,
-                batch_max_seconds=batch_seconds,
-                retry_max=1.0,
-                consumer_overrides={"client.id": "writer"},
-                planted_bug=planted_bug,
-            )
-            for i in range(count)
-        }
-
-    def start(self) -> None:
-        for writer in self._members.values():
-            writer.start()
-
-    def names(self) -> list[str]:
-        return list(self._members)
-
-    def targets(self) -> list[str]:
-        return []
-
-    def declare(self, session: Any) -> None:
-        return None
-
-    def dead(self) -> list[str]:
-        return [n for n, w in self._members.items() if w._thread is not None and not w._thread.is_alive()]
-
-    def restart_dead(self) -> list[str]:
-        return []
-
-    def committed(self, topic: str, partitions: list[int], timeout: float) -> dict[int, int]:
-        return committed_offsets(self.config, self.group_id, topic, partitions, timeout)
-
-    def close(self) -> None:
-        threads = [threading.Thread(target=w.stop, args=(30.0,), daemon=True) for w in self._members.values()]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(45.0)
-
-
 class ProcessWriters:
     """`count` writer processes of one group; a planted writer bug goes to each through its command line and
     the environment that must agree with it (k2.platform.planted)."""
@@ -118,7 +59,7 @@ class ProcessWriters:
         batch_seconds: float = 0.5,
     ) -> None:
         from k2.platform.planted import CONTEXT_ENV, ENV
-        from k2.scenarios.writer_group import WriterGroup  # type: ignore[import-not-found]  # lands with #13
+        from k2.scenarios.writer_group import WriterGroup
 
         self.group_id, self.count = group_id, count
         self._root = Path(tempfile.mkdtemp(prefix="k2-explore-writers-"))
@@ -184,5 +125,9 @@ def committed_offsets(
 
 
 def default_writers(count: int = 2) -> tuple[Any, list[str]]:
-    """The writers a run uses and the names faults may target."""
-    return None, []
+    """The writers a run uses (a factory for the pipeline) and the names faults may target."""
+    return _process_writers, [f"writer-{i + 1}" for i in range(count)]
+
+
+def _process_writers(config: PlatformConfig, group_id: str, count: int, planted_bug: str | None) -> Writers:
+    return ProcessWriters(config, group_id, count, planted_bug=planted_bug)

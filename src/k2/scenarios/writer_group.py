@@ -31,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,7 +83,11 @@ class WriterGroup:
         batch_seconds: float = 0.5,
         session_timeout_ms: int = 6000,
         consumer_conf: Mapping[str, Any] | None = None,
+        writer_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> None:
+        """`writer_args`: more options of `python -m k2.platform.writer`; `env`: more environment for the members
+        (both recorded in the group file, so a member restarted by a fault's inverse gets them too)."""
         if not re.fullmatch(r"[A-Za-z0-9._-]{1,128}", group_id):
             raise GroupError(f"writer group id {group_id!r}: use ASCII letters, digits, '.', '_' and '-'")
         if batch_rows < 1 or batch_seconds <= 0 or session_timeout_ms < 1000:
@@ -109,8 +113,10 @@ class WriterGroup:
         argv = ["--group", group_id, "--batch-rows", str(batch_rows), "--batch-seconds", str(batch_seconds)]
         for key, value in conf.items():
             argv += ["--consumer-conf", f"{key}={value}"]
+        argv += list(writer_args)
         with _locked(self.path) as doc:
-            doc.update(group_id=group_id, writer_argv=argv, env=config.as_env(), services=doc.get("services", {}))
+            doc.update(group_id=group_id, writer_argv=argv, env={**config.as_env(), **dict(env or {})},
+                       services=doc.get("services", {}))  # fmt: skip
 
     # ---- the members ---------------------------------------------------------------------------
 
