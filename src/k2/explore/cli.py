@@ -95,10 +95,11 @@ def _arm_planted(names: list[str]) -> None:
         os.environ[CONTEXT_ENV] = "k2-chaos-explore"
 
 
-def _writers() -> tuple[Callable[..., Any] | None, list[str]]:
+def _writers(count: int = 2) -> tuple[Callable[..., Any] | None, list[str]]:
+    """The writers' factory and the names of `count` members (faults may target them)."""
     from k2.explore.writers import default_writers
 
-    return default_writers()
+    return default_writers(count)
 
 
 def _context(args: argparse.Namespace) -> dict[str, Any]:
@@ -195,7 +196,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
         parse_rule(rule)
     _quiet(args)
     _arm_planted(args.plant or [])
-    factory, writer_names = _writers()
+    factory, writer_names = _writers(args.writers)
     schedule = _schedule(args, writer_names)
     if schedule.workload.planted:
         _arm_planted(list(schedule.workload.planted))
