@@ -76,15 +76,17 @@ class _Injector:
         self.result.injected[fault.index] = "injected"
         self.run.note(f"injected {fault.describe()}")
 
-    def finish(self) -> None:
-        """Wait for the injections under way (bounded), then end every injected fault (each restores once)."""
+    def finish(self, stopped: BaseException | None) -> None:
+        """Wait for the injections under way (bounded), then end every injected fault (each restores once).
+        A run that ended on time lets each fault last its duration; one `stopped` early (an abort rule, Ctrl-C,
+        a failure) hands the exception to each fault's exit, which restores it at once instead of waiting."""
         for thread in self._threads:
             thread.join(INJECT_TIMEOUT_S)
         with self._lock:
             entered = list(reversed(self._entered))
         for built in entered:
             try:
-                built.__exit__(None, None, None)
+                built.__exit__(type(stopped) if stopped else None, stopped, None)
             except Exception as exc:  # the run's heal restores it through the session and the journal
                 log.error("restoring %r failed: %s", built, exc)
 
@@ -132,8 +134,10 @@ def explore(
                     run.until(fault.at_s)
                     injector.start(fault)
                 run.until(schedule.duration_s)
-            finally:
-                injector.finish()
+            except BaseException as stopped:
+                injector.finish(stopped)
+                raise
+            injector.finish(None)
     except Aborted as exc:
         log.warning("%s", exc)
     finally:

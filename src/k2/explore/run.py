@@ -282,7 +282,9 @@ class ExploreRun:
         baseline = self.data.baseline
         for watch in self.steady_watches:
             watch.observe(t, values.get(watch.rule.probe), baseline)
-        for watch in self.abort_watches:
+        # Abort rules are watched from the end of the warm-up: a pipeline still starting (writers joining the
+        # group, a loaded machine) is no steady state to halt on, and no fault has started yet.
+        for watch in self.abort_watches if t >= self.warmup_s else ():
             if watch.observe(t, values.get(watch.rule.probe), baseline) and not self._aborted:
                 self._aborted = f"{watch.rule.text} held (worst {watch.violations[-1].worst})"
                 self.note(f"ABORT: {self._aborted}")
