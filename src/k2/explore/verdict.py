@@ -34,7 +34,7 @@ from k2.chaos.anomaly import Anomaly, AnomalyKind, register, summarize
 from k2.chaos.checker import CheckResult
 from k2.chaos.outcome import Outcome
 
-__all__ = ["BROKER_LOST", "TOPIC_GAP", "Hang", "Verdict", "judge"]
+__all__ = ["BROKER_LOST", "TOPIC_GAP", "TOPIC_READ_SHORT", "Hang", "Verdict", "judge"]
 
 BROKER_LOST = register(
     AnomalyKind(
@@ -49,6 +49,16 @@ TOPIC_GAP = register(
         "topic_gap",
         "acknowledged records missing from the topic",
         "records that reached Iceberg (so the broker had them) were not served when the topic was read back",
+    )
+)
+
+
+TOPIC_READ_SHORT = register(
+    AnomalyKind(
+        "topic_read_short",
+        "the topic read back stopped short of acknowledged offsets",
+        "the broker served the topic back only up to these offsets within the check's deadline (slow or stalled): "
+        "acknowledged records beyond them were neither seen kept nor seen missing, so none is blamed on the broker",
     )
 )
 
@@ -89,12 +99,43 @@ class Verdict:
         }
 
 
-def _third_party(check: CheckResult, kafka_source: str, topic: Mapping[tuple[int, int], str]) -> list[Anomaly]:
+def _read_to(topic: Mapping[tuple[int, int], str]) -> dict[int, int]:
+    """Per partition, the highest offset the topic read back reached."""
+    reached: dict[int, int] = {}
+    for partition, offset in topic:
+        reached[partition] = max(reached.get(partition, -1), offset)
+    return reached
+
+
+def _unreached(check: CheckResult, kafka_source: str, topic: Mapping[tuple[int, int], str] | None) -> set[str]:
+    """Keys missing from the topic whose acknowledged offset the read back never reached (it ended at its
+    deadline first): not seen missing, so not proven lost by the broker. Without `topic`, none."""
+    if topic is None:
+        return set()
+    reached = _read_to(topic)
+    return {
+        x.key
+        for x in check.lost
+        if x.source == kafka_source
+        and x.partition is not None
+        and x.offset is not None
+        and x.offset > reached.get(x.partition, -1)
+    }
+
+
+def _third_party(
+    check: CheckResult, kafka_source: str, topic: Mapping[tuple[int, int], str], unreached: set[str]
+) -> list[Anomaly]:
     """The broker's share of what the checker found missing (see the module docstring)."""
     missing_topic = {x.key: x for x in check.lost if x.source == kafka_source}
     missing_sink = {x.key for x in check.lost if x.source != kafka_source}
     found = []
-    for key in sorted(set(missing_topic) & missing_sink):
+    short = sorted(set(missing_topic) & unreached)
+    if short:
+        read_to = {str(p): o for p, o in sorted(_read_to(topic).items())}
+        evidence = {"records": len(short), "examples": short[:5], "read_to": read_to}
+        found.append(Anomaly(TOPIC_READ_SHORT.name, "kafka", short[0], evidence))
+    for key in sorted((set(missing_topic) & missing_sink) - unreached):
         lost = missing_topic[key]
         claimed = [lost.partition, lost.offset] if lost.offset is not None else None
         there = (
@@ -126,9 +167,10 @@ def judge(
 ) -> Verdict:
     """The verdict of one run. `topic`: which key the topic holds at each (partition, offset), for evidence."""
     anomalies: list[Anomaly] = list(check.anomalies) if check is not None else []
+    unreached = _unreached(check, kafka_source, topic) if check is not None else set()
     if check is not None:
-        anomalies += _third_party(check, kafka_source, topic or {})
-    verdict = _outcome(check, caught_up, kafka_source, list(hangs), list(crashes), aborted)
+        anomalies += _third_party(check, kafka_source, topic or {}, unreached)
+    verdict = _outcome(check, caught_up, kafka_source, list(hangs), list(crashes), aborted, unreached)
     verdict.anomalies = [a.to_dict() for a in anomalies]
     if anomalies:
         firsts = {a.kind: a for a in reversed(anomalies)}
@@ -144,22 +186,28 @@ def _outcome(
     hangs: list[Hang],
     crashes: list[str],
     aborted: str | None,
+    unreached: set[str],
 ) -> Verdict:
     parts: dict[str, Any] = {"check": check, "hangs": hangs, "crashes": crashes, "aborted": aborted}
     if check is not None:
         missing_topic = {x.key for x in check.lost if x.source == kafka_source}
         missing_sink = {x.key for x in check.lost if x.source != kafka_source}
         writer_lost = sorted(missing_sink - missing_topic)
-        gone = sorted(missing_sink & missing_topic)
+        unread = sorted(missing_sink & missing_topic & unreached)  # not in Iceberg; the topic read stopped short
+        gone = sorted((missing_sink & missing_topic) - unreached)
         duplicated = sorted({x.key for x in check.duplicated if x.acknowledged})
         also = f"; the broker also lost {len(gone)} (see the anomaly)" if gone else ""
-        if writer_lost and caught_up:
+        short = (
+            f" ({len(unread)} of them not read back: the topic read stopped short, see the anomaly)" if unread else ""
+        )
+        if (writer_lost or unread) and caught_up:
+            lost = sorted([*writer_lost, *unread])
             return Verdict(
                 Outcome.DATA_LOSS,
                 "data_loss:lost",
-                f"{len(writer_lost)} acknowledged trade(s) on the "
+                f"{len(lost)} acknowledged trade(s) on the "
                 f"topic never reached Iceberg although the writers committed past them (e.g. "
-                f"{', '.join(writer_lost[:3])}){also}",
+                f"{', '.join(lost[:3])}){short}{also}",
                 **parts,
             )
         if gone:
@@ -180,13 +228,13 @@ def _outcome(
                 f"stored more than once in {', '.join(where)} (e.g. {', '.join(duplicated[:3])})",
                 **parts,
             )
-        if writer_lost:
+        if writer_lost or unread:
             hangs.append(
                 Hang(
                     "drain",
                     -1.0,
-                    f"the writers did not commit {len(writer_lost)} acknowledged trade(s) "
-                    "within the drain timeout; they are on the topic, not in Iceberg",
+                    f"the writers did not commit {len(writer_lost) + len(unread)} acknowledged trade(s) "
+                    f"within the drain timeout; they are not in Iceberg{short}",
                 )
             )
     if hangs:

@@ -76,6 +76,21 @@ def test_acknowledged_but_never_on_the_topic_is_lost_by_the_broker_with_the_evid
     assert "anomalies beside it: 1 acknowledged, then not kept by the broker (kafka)" in v.reason
 
 
+def test_acknowledged_past_where_the_topic_read_stopped_is_not_blamed_on_the_broker() -> None:
+    # The read back ended at its deadline at offset 2 (a slow broker); T-3 and T-4 were acknowledged at 3 and 4
+    # and the writers had not committed them: unseen, not seen missing. A HANG at the drain, not a broker loss.
+    result = checked(5, [0, 1, 2], [0, 1, 2])
+    read = {(0, i): f"T-{i}" for i in range(3)}
+    v = judge(result, caught_up=False, kafka_source=KAFKA, hangs=[], crashes=[], aborted=None, topic=read)
+    assert (v.outcome, v.signature) == (Outcome.HANG, "hang:drain"), v.reason
+    assert [a["kind"] for a in v.anomalies] == ["topic_read_short"]
+    assert v.anomalies[0]["evidence"] == {"records": 2, "examples": ["T-3", "T-4"], "read_to": {"0": 2}}
+    # the writers committed past them and Iceberg lacks them: lost, whoever read the topic how far
+    v = judge(result, caught_up=True, kafka_source=KAFKA, hangs=[], crashes=[], aborted=None, topic=read)
+    assert (v.outcome, v.signature) == (Outcome.DATA_LOSS, "data_loss:lost"), v.reason
+    assert "2 of them not read back: the topic read stopped short" in v.reason
+
+
 def test_in_iceberg_but_not_read_back_from_the_topic_is_an_anomaly_not_a_loss() -> None:
     v = verdict(checked(5, [0, 1, 2], [0, 1, 2, 3, 4]))  # a writer read 3 and 4 from the broker: it had them
     assert v.outcome is Outcome.PASS
