@@ -5,8 +5,9 @@ In order of precedence, as for the scripted scenarios (k2.chaos.outcome):
 - DATA_LOSS: an acknowledged trade is gone or stored more than once. Where it went is in the signature and
   the reason, the platform's own loss first: on the topic but not in Iceberg although the writers committed
   past it (`data_loss:lost`, the platform's writers), on neither (`data_loss:lost_by_broker`: the broker
-  acknowledged what it did not keep; an anomaly beside it names the party and the evidence), or more than
-  once (`data_loss:duplicated`).
+  acknowledged what it did not keep; an anomaly beside it names the party and the evidence; one acknowledged
+  past where the topic read back stopped is only unseen, `topic_read_short`), or more than once
+  (`data_loss:duplicated`).
 - HANG: an operation outlived its deadline by far (a query still running `hang_after_s` after it began), or
   the writers never committed everything acknowledged within the drain timeout (records missing from
   Iceberg are then not proven lost: the pipeline is stuck).
@@ -165,7 +166,8 @@ def judge(
     aborted: str | None,
     topic: Mapping[tuple[int, int], str] | None = None,
 ) -> Verdict:
-    """The verdict of one run. `topic`: which key the topic holds at each (partition, offset), for evidence."""
+    """The verdict of one run. `topic`: which key the topic read back found at each (partition, offset): the
+    evidence, and how far the read reached (a record acknowledged past that is not blamed on the broker)."""
     anomalies: list[Anomaly] = list(check.anomalies) if check is not None else []
     unreached = _unreached(check, kafka_source, topic) if check is not None else set()
     if check is not None:
