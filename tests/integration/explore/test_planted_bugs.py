@@ -93,8 +93,11 @@ def test_explore_finds_the_planted_bug_and_shrink_reduces_it(
         lambda s: run(stack, session, s, tmp_path / f"shrink-{next(count)}"),
         budget=Budget(runs=SHRINK_RUNS),
     )
-    assert result.reproduced and 1 <= len(result.minimal.faults) <= 2, [a.to_dict() for a in result.attempts]
-    assert result.minimal.faults[0] == schedule.faults[0], "the trigger is kept"
+    assert result.reproduced and len(result.minimal.faults) <= 2, [a.to_dict() for a in result.attempts]
+    # The trigger is kept, unless no fault is needed at all: on a loaded machine a produce request can outlast
+    # the producer's 3 s socket timeout by itself, and the unidempotent retry then writes twice (the shrinker is
+    # right to say so; the same seed without the bug still passes, below).
+    assert not result.minimal.faults or result.minimal.faults[0] == schedule.faults[0], "the trigger is kept"
     source = regression_test(result.minimal, found=f"seed {seed}", reason=found, shrunk="test", signature=found)
     compile(source, "test_regression.py", "exec")
 
