@@ -81,7 +81,7 @@ def test_cpu_quota_throttles_a_busy_loop_to_a_fifth_of_a_core(procs: Procs) -> N
 
     restored = target.unlimit()
     counters = restored.detail["cpu"]["counters"]
-    assert counters["nr_throttled"] >= 5 and counters["throttled_time"] > 0
+    assert counters["nr_throttled"] >= (5 if uncontended else 1) and counters["throttled_time"] > 0
     assert restored.restored is True and restored.throttled_periods == counters["nr_throttled"]
     if uncontended:
         assert cpu_share(busy.pid, 1.0) > 0.5
