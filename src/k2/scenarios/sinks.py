@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from k2.chaos.anomaly import Anomaly, AnomalyKind, register
@@ -26,6 +27,12 @@ class KafkaTopicReader:
     """Reads a topic from the beginning by assignment (no group, no rebalance wait), incrementally:
     each read() returns everything seen so far.
 
+    Each read() goes to the end of every partition as the broker reports it in its fetch answers (librdkafka's
+    partition-EOF event; Tansu's ListOffsets answer is wrong, its fetch high watermark is right), so it costs a
+    fetch round trip, not a fixed wait. Every partition is first sought to where the reader stands, so the next
+    fetch answers afresh. Where no end is reported (the broker down or frozen), it returns once nothing has
+    come for `max_wait` s.
+
     A message it cannot decode is never skipped silently: it goes to `unreadable` with its topic, partition,
     offset and the error (the checker counts an acknowledged record among them as lost). A schema registry
     that does not answer is not the record's fault: the reader seeks back and decodes it on a later read().
@@ -39,9 +46,11 @@ class KafkaTopicReader:
         self.topic = topic
         self.source = source or f"kafka:{topic}"
         self._consumer = Consumer(
-            {**config.kafka_base(), "group.id": "k2-checker", "client.id": "checker", "enable.auto.commit": False}
-        )
+            {**config.kafka_base(), "group.id": "k2-checker", "client.id": "checker", "enable.auto.commit": False,
+             "enable.partition.eof": True, "fetch.wait.max.ms": 100}  # an end is reported within ~0.1 s
+        )  # fmt: skip
         self._partitions: set[int] = set()
+        self._next: dict[int, int] = {}  # per partition, the offset to read next (known once a record or end came)
         self._assign_new_partitions()
         self._deserialize = AvroDeserializer(SchemaRegistryClient(config.registry_conf()))
         self.seen: list[Observed] = []
@@ -59,23 +68,41 @@ class KafkaTopicReader:
             self._partitions.update(new)
 
     def read(self, max_wait: float = 1.0) -> list[Observed]:
-        from confluent_kafka import KafkaException, TopicPartition
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
         from confluent_kafka.serialization import MessageField, SerializationContext
 
         try:
             self._assign_new_partitions(timeout=5.0)
         except KafkaException as exc:  # the broker is down: read what the assigned partitions give
             log.info("kafka reader: partitions of %s not refreshed: %s", self.topic, exc)
+        for partition, offset in self._next.items():  # a partition already at its end reports it only after a seek
+            try:
+                self._consumer.seek(TopicPartition(self.topic, partition, offset))
+            except KafkaException as exc:  # not fetching yet: its end is waited for as any other
+                log.info("kafka reader: %s [%d] not sought to %d: %s", self.topic, partition, offset, exc)
         ctx = SerializationContext(self.topic, MessageField.VALUE)
-        while True:
-            batch = self._consumer.consume(5000, max_wait)
+        at_end: set[int] = set()
+        quiet_since = time.monotonic()
+        while not self._partitions <= at_end:
+            batch = self._consumer.consume(5000, 0.1)
+            if batch:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= max_wait:
+                break  # no end reported (the broker does not answer): what came so far
             rewound: set[int] = set()
             for msg in batch:
-                if msg.error() is not None:
-                    log.info("checker reader %s: %s", self.topic, msg.error())
-                    continue
-                if msg.partition() in rewound:
+                partition, error = msg.partition(), msg.error()
+                if partition in rewound:
                     continue  # fetched again after the seek
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        at_end.add(partition)
+                        self._next[partition] = msg.offset()
+                    else:
+                        log.info("checker reader %s: %s", self.topic, error)
+                    continue
+                at_end.discard(partition)
+                self._next[partition] = msg.offset() + 1
                 if any(name == REDRIVEN_HEADER for name, _ in msg.headers() or ()):
                     self.redriven += 1  # a copy of a dead-lettered record already on the topic: read the original
                     continue
@@ -85,18 +112,19 @@ class KafkaTopicReader:
                 except Exception as exc:
                     if _registry_unavailable(exc):
                         log.info("checker reader %s: registry unavailable (%s); reading again later", self.topic, exc)
-                        self._consumer.seek(TopicPartition(self.topic, msg.partition(), msg.offset()))
-                        rewound.add(msg.partition())
+                        self._consumer.seek(TopicPartition(self.topic, partition, msg.offset()))
+                        self._next[partition] = msg.offset()
+                        rewound.add(partition)
                         continue
                     self._unreadable(msg, exc)
                     continue
                 self.seen.append(
                     Observed(key, record.get("symbol"), record.get("sequence_number"), self.source,
-                             (msg.partition(), msg.offset()))
+                             (partition, msg.offset()))
                 )  # fmt: skip
-            if not batch or rewound:
-                return list(self.seen)
-            max_wait = 0.2
+            if rewound:
+                break
+        return list(self.seen)
 
     def _unreadable(self, msg: Any, exc: BaseException) -> None:
         value = msg.value()
@@ -174,7 +202,6 @@ class IcebergReader:
 def read_dead_letters(config: PlatformConfig, expected: int, timeout: float = 30.0) -> list[dict[str, Any]]:
     """The dead-letter topic's records (JSON), read until `expected` arrived or the deadline passed."""
     import json
-    import time
 
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
