@@ -53,6 +53,8 @@ class ScenarioState:
     timed_out: bool = False
     stack_dump: str | None = None
     started_at: float = 0.0
+    # when its own cleanup ended: the run's stack stopping after the last scenario is not that scenario's time
+    finished_at: float | None = None
     verdict: tuple[Outcome, str] | None = None  # with its reason, judged when the scenario's body ended
     error: BaseException | None = None
     draws: Draws | None = None  # the seeded decisions that shaped its faults

@@ -167,7 +167,7 @@ def _record(item: pytest.Item, state: ScenarioState) -> None:
             suite=suite,
             reason=reason,
             started_at=state.started_at,
-            finished_at=time.time(),
+            finished_at=state.finished_at or time.time(),
             stack_dump=state.stack_dump,
         )
     )

@@ -97,6 +97,7 @@ def _chaos_scenario(request: pytest.FixtureRequest) -> Iterator[None]:
         if journal.pending():
             journal.recover()
         state.faults = session.records[state.first_fault :]
+        state.finished_at = time.time()  # the scenario's fixtures are torn down before this one (set up first)
 
 
 # ---- the seed's fixtures: each returns a factory with the seed's call shape ---------------------------
