@@ -18,6 +18,11 @@ from k2.platform.config import PlatformConfig, Topics, ensure_topics
 from k2.scenarios.records import TradeFactory
 from k2.scenarios.sinks import IcebergReader, KafkaTopicReader
 
+# Consumer groups in scenarios (the Iceberg writer, the writer group): Tansu answers a join after about half the
+# session timeout (measured: 3 s with the consumer's 6 s default, 1.5 s with 3 s), and a member frozen or killed
+# is evicted after it. The scenarios check what the group does, not how long it takes, so they use 3 s.
+SESSION_TIMEOUT_MS = 3000
+
 
 @pytest.fixture
 def platform_config(k2_stack: Any) -> PlatformConfig:
@@ -119,11 +124,14 @@ def iceberg_reader(platform_config: PlatformConfig) -> IcebergReader:
 
 @pytest.fixture
 def iceberg_writer(platform_config: PlatformConfig) -> Iterator[Any]:
-    """The platform's exactly-once Iceberg writer, consuming the scenario's topics in a thread."""
+    """The platform's exactly-once Iceberg writer, consuming the scenario's topics in a thread (one consumer group
+    member, with the scenarios' session timeout)."""
     from k2.platform.writer import IcebergWriter
 
+    group = {"client.id": "writer", "session.timeout.ms": SESSION_TIMEOUT_MS,
+             "heartbeat.interval.ms": SESSION_TIMEOUT_MS // 6}  # fmt: skip
     writer = IcebergWriter(platform_config, group_id=f"writer-{uuid.uuid4().hex[:6]}", batch_max_seconds=0.5,
-                           retry_max=1.0, consumer_overrides={"client.id": "writer"})  # fmt: skip
+                           retry_max=1.0, consumer_overrides=group)  # fmt: skip
     writer.start()
     yield writer
     writer.stop(timeout=60)
@@ -152,7 +160,7 @@ def writer_group(platform_config: PlatformConfig, chaos_session: Any) -> Iterato
 
     def make(count: int = 2, **options: Any) -> WriterGroup:
         root = Path(tempfile.mkdtemp(prefix="k2-writers-"))
-        options = {"session_timeout_ms": 3000, "batch_seconds": 0.5, **options}
+        options = {"session_timeout_ms": SESSION_TIMEOUT_MS, "batch_seconds": 0.5, **options}
         group = WriterGroup(platform_config, f"writers-{uuid.uuid4().hex[:6]}", root=root, **options)
         made.append(group)
         group.declare(chaos_session)
