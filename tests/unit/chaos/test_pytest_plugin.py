@@ -88,3 +88,39 @@ def test_a_failing_scenario_is_classified_and_reported(pytester: pytest.Pytester
     assert (pytester.path / "reports" / "junit.xml").exists()
     assert "<svg" in (pytester.path / "reports" / "report.html").read_text()
     result.stdout.fnmatch_lines(["*DATA*LOSS*"])
+
+
+def test_the_last_scenario_is_not_charged_the_run_s_stack_shutdown(pytester: pytest.Pytester) -> None:
+    """pytest stops the session's stack inside the last scenario's teardown; that scenario's time ends with its
+    own cleanup, before the stack's shutdown starts."""
+    pytester.makeconftest(
+        FAKE_STACK_CONFTEST
+        + """
+import time
+
+@pytest.fixture(scope="session")
+def k2_stack():
+    yield FakeStack()
+    with open("stack-down-started", "w") as out:
+        out.write(repr(time.time()))
+"""
+    )
+    pytester.makepyfile(
+        """
+        import pytest
+
+        pytestmark = pytest.mark.chaos
+
+        def test_first():
+            pass
+
+        def test_last():
+            pass
+        """
+    )
+    result = pytester.runpytest("--chaos-report-dir=reports", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    down_started = float((pytester.path / "stack-down-started").read_text())
+    report = json.loads((pytester.path / "reports" / "report.json").read_text())
+    finished = {s["name"]: s["finished_at"] for s in report["scenarios"]}
+    assert finished["test_last"] <= down_started, (finished, down_started)
