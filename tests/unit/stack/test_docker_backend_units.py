@@ -120,6 +120,7 @@ def test_seaweed_container_binds_all_interfaces_and_mounts_only_its_data(tmp_pat
         f"-admin.port={S3_PORTS['admin']}",
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
+        "-volume.preStopSeconds=0",
     ]
     assert svc.argv[1:] == [a.replace("-ip.bind=0.0.0.0", f"-ip.bind={HOST}") for a in spec.command]
     assert spec.mounts == [data]
