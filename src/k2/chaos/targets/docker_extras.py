@@ -24,6 +24,7 @@ from k2.chaos.units import parse_size
 __all__ = ["FILL_PREFIX", "fill_file", "netem_in_kernel", "pick_mount", "shape_commands", "shaping_obstacle"]
 
 FILL_PREFIX = ".k2-chaos-fill-"
+_SLACK = 16 << 20  # room for the filesystem's own blocks when allocating most of it
 _CHUNK = 8 << 20
 
 PROXY_ROUTE = (
@@ -160,6 +161,8 @@ def fill_file(
             if exc.errno not in (errno.ENOSPC, errno.EOPNOTSUPP, errno.EINVAL):
                 raise
             os.ftruncate(fd, 0)
+            if exc.errno == errno.ENOSPC:  # the whole free space: the filesystem keeps some blocks for itself
+                written = _reserve_most(fd, directory, want)
             zeros = bytes(_CHUNK)
             try:  # a filesystem without fallocate, or one too small for the whole size: write until full
                 while written < want:
@@ -171,6 +174,23 @@ def fill_file(
     finally:
         os.close(fd)
     return target, written, before
+
+
+def _reserve_most(fd: int, directory: Path, want: int) -> int:
+    """Allocate at once all but the last `_SLACK` bytes the filesystem calls available (the rest is then written
+    until it refuses: writing a whole 1 GiB disk took 6 s); returns the bytes allocated, 0 if it refused."""
+    bulk = min(want, df(directory)["avail"] - _SLACK)
+    if bulk <= 0:
+        return 0
+    try:
+        os.posix_fallocate(fd, 0, bulk)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        os.ftruncate(fd, 0)
+        return 0
+    os.lseek(fd, bulk, os.SEEK_SET)
+    return bulk
 
 
 def df(directory: Path) -> dict[str, int]:
