@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from k2.chaos.cgroups_v1 import CPU, FREEZER, MEMORY, Cgroup, cgroup_of, k2_group
-from k2.chaos.errors import InjectionFailed, InvalidFault, UnsafeTarget, Unsupported
+from k2.chaos.errors import InjectionFailed, InvalidFault, RestoreFailed, UnsafeTarget, Unsupported
 from k2.chaos.targets import Target, target_from_description
 from k2.chaos.targets.base import wait_until
 from k2.chaos.targets.process import ProcessSpec, ProcessTarget, is_alive, proc_stat, process_tree, send_signal
@@ -183,6 +183,35 @@ def test_start_adopts_a_running_pid_from_pid_source_or_pid_file(spawned: Spawned
     pid_file.write_text(f"{live.pid}\n")
     by_file = ProcessTarget({**spec, "pid_file": str(pid_file)})
     assert by_file.start().changed is False and by_file.running and by_file.pid == live.pid
+
+
+def test_start_uses_the_owners_restarter_in_process_not_restart_argv(spawned: Spawned, tmp_path: Path) -> None:
+    """The runner restarts through the stack it holds; restart_argv is what the watchdog and recover run."""
+    dead = spawned.python("pass")
+    st = proc_stat(dead.pid)
+    dead.wait(10)
+    argv_ran = tmp_path / "restart-argv-ran"
+    argv = [sys.executable, "-c", f"open({str(argv_ran)!r}, 'w')"]
+    spec = {"name": "svc", "pid": dead.pid, "starttime": st.starttime if st else 1,
+            "pid_file": str(tmp_path / "svc.pid"), "restart_argv": argv}  # fmt: skip
+    started: list[int] = []
+
+    def restart() -> None:
+        started.append(spawned.python("import time; time.sleep(60)").pid)
+        (tmp_path / "svc.pid").write_text(f"{started[-1]}\n")
+
+    target = ProcessTarget(spec, restarter=restart)
+    effect = target.start()
+    assert target.running and [target.pid] == started == [effect.pid] and effect.detail["in_process"] is True
+    assert not argv_ran.exists()
+
+    def broken() -> None:
+        raise OSError("port 9092 is in use")
+
+    failing = ProcessTarget({**spec, "pid_file": str(tmp_path / "none.pid")}, restarter=broken)
+    with pytest.raises(RestoreFailed, match="port 9092 is in use.*by hand"):
+        failing.start()
+    assert not argv_ran.exists()
 
 
 def test_dead_target_cannot_be_faulted_or_restarted_without_argv(spawned: Spawned) -> None:

@@ -36,6 +36,8 @@ __all__ += ["send_signal"]  # from k2.chaos.procfs, where they live
 
 PidSource = Callable[[], "tuple[int, int | None] | None"]
 """Returns the service's current (pid, starttime or None), or None if it is not running."""
+Restarter = Callable[[], object]
+"""Starts the service again from the calling process; returns once it is healthy, raises if it cannot."""
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # Signals whose default action does not end a process: a stop with one of them never finishes.
@@ -140,6 +142,7 @@ class ProcessTarget:
         spec: ProcessSpec | Mapping[str, Any],
         *,
         pid_source: PidSource | None = None,
+        restarter: Restarter | None = None,
         home: Mapping[str, str] | None = None,
         previous: Mapping[str, Mapping[int, str]] | None = None,
         previous_values: Mapping[str, Mapping[str, Any]] | None = None,
@@ -151,6 +154,9 @@ class ProcessTarget:
         self.pid: int | None = self.spec.pid
         self.starttime: int | None = self.spec.starttime
         self._pid_source = pid_source
+        # The owner's own way to restart (no interpreter to start, nothing to import again): `start` uses it in
+        # this process; `restart_argv` stays what another process (the watchdog, `k2 chaos recover`) runs.
+        self._restarter = restarter
         self._stop_signal = parse_signal(self.spec.stop_signal)
         # What an exact undo needs (groups before K2, mechanisms chosen, limits before); describe() records it.
         previous_ = {c: dict(m) for c, m in (previous or {}).items()}
@@ -261,7 +267,8 @@ class ProcessTarget:
         return members
 
     def start(self, timeout: float | None = None, probe: Probe | None = None) -> Started:
-        """Run `restart_argv` (in its own session, with a deadline) and re-read the new pid.
+        """Run `restart_argv` (in its own session, with a deadline), or the owner's restarter, and re-read the
+        new pid.
 
         A no-op if the service already runs, so recovery can call it after any crash.
         """
@@ -277,6 +284,37 @@ class ProcessTarget:
             )
         deadline = timeout or self.spec.start_timeout
         argv = list(self.spec.restart_argv)
+        if self._restarter is not None:
+            self._restart_here()
+        else:
+            self._run_restart_argv(deadline, argv)
+        if not self._adopt_from_source():
+            raise RestoreFailed(
+                f"{self.name}: restart command succeeded but no running pid could be read from "
+                f"{self._source_name()}; make the command record the new pid there"
+            )
+        restart_s = round(time.monotonic() - t0, 4)
+        answered = None
+        if probe is not None:
+            left = max(1.0, deadline - (time.monotonic() - t0))
+            if not wait_until(lambda: probe(1.0), left, cap=0.2):
+                raise RestoreFailed(f"{self.name}: restarted, but the probe got no answer within {left:.0f}s")
+            answered = True
+        return measure(Started, "start", self.name, self.kind, t0, wall, ready_s=round(time.monotonic() - t0, 4),
+                       answered=answered, pid=self.pid, previous_pid=previous,
+                       detail={"restart_s": restart_s, "in_process": self._restarter is not None})  # fmt: skip
+
+    def _restart_here(self) -> None:
+        assert self._restarter is not None
+        try:
+            self._restarter()
+        except Exception as exc:
+            raise RestoreFailed(
+                f"{self.name}: restarting it failed: {type(exc).__name__}: {exc}. Run "
+                f"`{' '.join(self.spec.restart_argv)}` by hand to see why, then `k2 chaos recover`"
+            ) from exc
+
+    def _run_restart_argv(self, deadline: float, argv: list[str]) -> None:
         # Output goes to a file, not a pipe: a daemon that inherits a pipe would keep it open
         # and make us wait for it rather than for the command.
         with tempfile.TemporaryFile() as out:
@@ -305,21 +343,6 @@ class ProcessTarget:
                 f"{self.name}: restart command {argv} {what}; output: {tail or '(none)'}. "
                 "Run it by hand to see why, then `k2 chaos recover`"
             )
-        if not self._adopt_from_source():
-            raise RestoreFailed(
-                f"{self.name}: restart command succeeded but no running pid could be read from "
-                f"{self._source_name()}; make the command record the new pid there"
-            )
-        restart_s = round(time.monotonic() - t0, 4)
-        answered = None
-        if probe is not None:
-            left = max(1.0, deadline - (time.monotonic() - t0))
-            if not wait_until(lambda: probe(1.0), left, cap=0.2):
-                raise RestoreFailed(f"{self.name}: restarted, but the probe got no answer within {left:.0f}s")
-            answered = True
-        return measure(Started, "start", self.name, self.kind, t0, wall, ready_s=round(time.monotonic() - t0, 4),
-                       answered=answered, pid=self.pid, previous_pid=previous,
-                       detail={"restart_s": restart_s})  # fmt: skip
 
     def _source_name(self) -> str:
         if self._pid_source is not None:
