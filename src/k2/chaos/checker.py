@@ -344,6 +344,9 @@ def wait_drained(
 ) -> list[Observed]:
     """Re-read until every expected (acknowledged) key is present, or the deadline passes; returns the last read.
 
+    The first re-read comes after `poll` s, then the interval doubles up to 1 s: a table sink's read (catalog
+    and scans) costs CPU that the writer being waited for needs, while most waits end within the first reads.
+
     `expected_keys` may be the ledger itself (its acknowledged keys). With `sources`, a key must be present in
     each of them; otherwise in any. Never fails on the deadline: the checker then reports what is missing,
     which is the point.
@@ -353,6 +356,7 @@ def wait_drained(
     required = list(sources) if sources is not None else None
     deadline = time.monotonic() + timeout
     reads = 0
+    interval = poll
     while True:
         observation = list(read())
         reads += 1
@@ -371,7 +375,8 @@ def wait_drained(
                 sorted(missing)[:5],
             )
             return observation
-        time.sleep(min(poll, remaining))
+        time.sleep(min(interval, remaining))
+        interval = min(interval * 2, max(poll, 1.0))
 
 
 def _missing(expected: set[str], observation: list[Observed], required: list[str] | None) -> set[str]:
