@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -23,18 +26,33 @@ def main() -> None:
     parser.add_argument("--backend", choices=("local", "docker"), default="local")
     backend = parser.parse_args().backend
     report_dir = Path(tempfile.mkdtemp(prefix="k2-bench-run-"))
+    loads: list[float] = []  # the 1-minute load average every 10 s: the machine is shared, so say how busy it was
+    done = threading.Event()
+
+    def sample() -> None:
+        while True:
+            loads.append(os.getloadavg()[0])
+            if done.wait(10):
+                return
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     started = time.perf_counter()
     code = subprocess.call([sys.executable, "-m", "k2", "chaos", "run", "--seed", "7", "--backend", backend,
                             "--report-dir", str(report_dir)])  # fmt: skip
     total = time.perf_counter() - started
+    done.set()
+    sampler.join()
     report = json.loads((report_dir / "report.json").read_text())
     scenarios = {
         s["name"]: {"outcome": s["outcome"], "seconds": round(s["duration_s"], 2)} for s in report["scenarios"]
     }
+    load = {"min": min(loads), "median": round(statistics.median(loads), 2), "max": max(loads), "samples": len(loads)}
     results = {
         "exit_status": code,
         "total_wall_seconds": round(total, 1),
         "scenario_seconds_sum": round(sum(s["seconds"] for s in scenarios.values()), 1),
+        "load_average_1min": load,
         "scenarios": scenarios,
         "seed": report["seed"],
         "backend": report["backend"],
