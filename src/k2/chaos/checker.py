@@ -5,9 +5,12 @@ Iceberg table, ...) it reports acknowledged operations that are missing (lost), 
 (duplicated), keys nobody wrote (unexpected), per-group sequence going backwards where the sink promises
 order (reordered, opt-in per source), contents that differ from what was written (mismatched), records a
 reader found but could not decode (unreadable: never skipped silently; an acknowledged record among them is
-lost), and what became of operations whose outcome was unknown or failed. Where a source's positions are
-the ones acknowledgements report (a Kafka topic: partition and offset), an acknowledgement that named the
-wrong position is a third-party anomaly (k2.chaos.anomaly), reported beside the verdict.
+lost), and what became of operations whose outcome was unknown or failed. A caller that can show an
+acknowledged record is still on its way to a sink (upstream holds it, the sink has not claimed it) names it
+`undrained`: missing there, it is reported as not yet written (the pipeline stalled: a hang), not as lost.
+Where a source's positions are the ones acknowledgements report (a Kafka topic: partition and offset), an
+acknowledgement that named the wrong position is a third-party anomaly (k2.chaos.anomaly), reported beside
+the verdict.
 
 Every operation is classified exactly once: invoked = acknowledged + failed + unknown + pending, failed =
 failed_absent + failed_but_present, unknown + pending = maybe_committed + not_committed (`accounting()`).
@@ -22,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -66,6 +69,7 @@ class CheckResult:
     failed_but_present: list[str] = field(default_factory=list)
     failed_absent: int = 0
     unreadable: list[Unreadable] = field(default_factory=list)
+    undrained: list[Lost] = field(default_factory=list)  # acked, missing, shown to be still on its way: a stall
     anomalies: list[Anomaly] = field(default_factory=list)  # third-party breaches: beside the verdict, not in it
 
     @property
@@ -84,6 +88,7 @@ class CheckResult:
             "mismatched": self.mismatched,
             "partially_present": self.partially_present,
             "unreadable": self.unreadable,
+            "undrained": self.undrained,
         }
         return [kind for kind, items in found.items() if items]
 
@@ -141,6 +146,7 @@ class CheckResult:
         add("partially present", self.partially_present, lambda x: f"{x['key']} missing@{','.join(x['absent_from'])}")
         add("failed but present", self.failed_but_present, str)
         add("UNREADABLE", self.unreadable, lambda x: x.where)
+        add("NOT YET WRITTEN (stalled)", self.undrained, lambda x: f"{x.key}@{x.source}")
         add("anomalies", self.anomalies, lambda x: f"{x.info.title}: {x.subject}@{x.party}")
         parts.append("DATA LOSS" if self.data_loss else ("clean" if self.clean else "integrity problems"))
         return "; ".join(parts)
@@ -167,6 +173,7 @@ class CheckResult:
             "failed_but_present": list(self.failed_but_present),
             "failed_absent": self.failed_absent,
             "unreadable": [asdict(x) for x in self.unreadable],
+            "undrained": [asdict(x) for x in self.undrained],
             "anomalies": [x.to_dict() for x in self.anomalies],
             "accounting": self.accounting(),
         }
@@ -183,6 +190,7 @@ def check(
     ack_positions: Collection[str] = (),
     unreadable: Iterable[Unreadable] = (),
     anomalies: Iterable[Anomaly] = (),
+    undrained: Mapping[str, Collection[str]] | None = None,
 ) -> CheckResult:
     """Check what was read from the sinks against the ledger.
 
@@ -192,6 +200,7 @@ def check(
     sources whose positions are what an acknowledgement reports, as (partition, offset): each acknowledged
     record must be found where its acknowledgement said. `unreadable`: what the readers could not decode.
     `anomalies`: breaches the caller found by other means (e.g. a sink's own bookkeeping), reported alike.
+    `undrained`: per source, keys the caller showed are still on their way to it (see the module docstring).
     """
     ops = {op.key: op for op in (ledger.ops() if isinstance(ledger, Ledger) else ledger)}
     by_source: dict[str, list[Observed]] = defaultdict(list)
@@ -225,7 +234,7 @@ def check(
             result.reordered.extend(_reorders(ops, source, items))
         if source in ack_positions:
             result.anomalies.extend(_wrong_ack_positions(ops, source, seen))
-    _classify_ops(result, ops, present, required)
+    _classify_ops(result, ops, present, required, undrained or {})
     log.info("%s", result.summary())
     return result
 
@@ -305,8 +314,14 @@ def _wrong_ack_positions(ops: dict[str, Op], source: str, seen: dict[str, list[A
     return found
 
 
-def _classify_ops(result: CheckResult, ops: dict[str, Op], present: dict[str, set[str]], required: list[str]) -> None:
-    """Lost acknowledged operations, and the fate of failed/unknown ones."""
+def _classify_ops(
+    result: CheckResult,
+    ops: dict[str, Op],
+    present: dict[str, set[str]],
+    required: list[str],
+    undrained: Mapping[str, Collection[str]],
+) -> None:
+    """Lost (or still undrained) acknowledged operations, and the fate of failed/unknown ones."""
     unreadable_at = {(u.source, u.partition, u.offset): u for u in result.unreadable}
     for key, op in ops.items():
         in_sinks = [s for s in required if key in present.get(s, ())]
@@ -316,7 +331,9 @@ def _classify_ops(result: CheckResult, ops: dict[str, Op], present: dict[str, se
                 if key not in present.get(source, ()):
                     garbled = unreadable_at.get((source, op.partition, op.offset))
                     cause = f"unreadable at its acknowledged position: {garbled.error}" if garbled else None
-                    result.lost.append(Lost(key, source, op.group, op.seq, op.partition, op.offset, cause))
+                    missing = Lost(key, source, op.group, op.seq, op.partition, op.offset, cause)
+                    stalled = garbled is None and key in undrained.get(source, ())
+                    (result.undrained if stalled else result.lost).append(missing)
             continue
         if in_sinks and len(in_sinks) < len(required):
             absent = [s for s in required if s not in in_sinks]

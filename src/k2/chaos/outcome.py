@@ -171,6 +171,8 @@ def _classify(
         return Outcome.DATA_LOSS, _loss_reason(check)
     if timed_out:
         return Outcome.HANG, "the scenario hit its timeout" + (f" ({describe_error(error)})" if error else "")
+    if check is not None and check.undrained:
+        return Outcome.HANG, _stall_reason(check)
     if error is not None:
         if graceful_types and isinstance(error, graceful_types):
             if str(error).strip():
@@ -202,6 +204,16 @@ def describe_error(error: BaseException) -> str:
     """'Type: first line of the message', for a reason line."""
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def _stall_reason(check: CheckResult) -> str:
+    keys = sorted({x.key for x in check.undrained})
+    where = ", ".join(sorted({x.source for x in check.undrained}))
+    return (
+        f"check {check.name!r}: {len(keys)} acknowledged record(s) had not reached {where} when the bounded wait "
+        f"ended (e.g. {', '.join(keys[:3])}); they are still upstream and nothing downstream claims them: the "
+        "pipeline stalled (not lost, not yet written)"
+    )
 
 
 def _loss_reason(check: CheckResult) -> str:

@@ -193,7 +193,7 @@ def chaos_check(chaos_ledger: Ledger, request: pytest.FixtureRequest) -> Callabl
     def run_check(observed: list[Observed], **options: Any) -> CheckResult:
         result = check(chaos_ledger, observed, name=request.node.name, **options)
         state.checks.append(result)
-        assert not result.data_loss, result.summary()
+        assert not (result.data_loss or result.undrained), result.summary()
         return result
 
     return run_check

@@ -208,6 +208,18 @@ def verify_no_loss(
         observed: list[Observed] = wait_drained(read, chaos_ledger.acked_keys(), timeout, sources=sources)
         return chaos_check(observed, sources=sources, ordered=[trades_reader.source] if ordered else [],
                            ack_positions=[trades_reader.source], unreadable=trades_reader.unreadable,
-                           anomalies=iceberg_reader.audit() if iceberg else [])  # fmt: skip
+                           anomalies=iceberg_reader.audit() if iceberg else [],
+                           undrained={iceberg_reader.source: unclaimed(observed)} if iceberg else None)  # fmt: skip
+
+    def unclaimed(observed: list[Observed]) -> set[str]:
+        """Trades on the topic, not in Iceberg, at or above the offsets the writer recorded: still upstream and
+        claimed by nobody, so missing from Iceberg they are a stalled writer, not a lost record."""
+        in_lake = {o.key for o in observed if o.source == iceberg_reader.source}
+        on_topic = {o.key: o.position for o in observed if o.source == trades_reader.source and o.position}
+        waiting = {key: pos for key, pos in on_topic.items() if key not in in_lake}
+        if not waiting:
+            return set()
+        claimed = iceberg_reader.claimed(trades_reader.topic)
+        return {key for key, (partition, offset) in waiting.items() if offset >= claimed.get(partition, 0)}
 
     return verify

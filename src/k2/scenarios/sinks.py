@@ -175,6 +175,17 @@ class IcebergReader:
             observed += [Observed(r["trade_id"], r["symbol"], r["sequence_number"], self.source) for r in rows]
         return observed
 
+    def claimed(self, topic: str) -> dict[int, int]:
+        """Per partition of `topic`, the offset below which the writer says every record is handled: the highest
+        `k2.offsets` any table's newest snapshot recorded (the writer commits Kafka offsets only after these)."""
+        from k2.platform.iceberg_tables import stored_offsets
+
+        claimed: dict[int, int] = {}
+        for table in self._tables():
+            for partition, next_offset in stored_offsets(table).get(topic, {}).items():
+                claimed[int(partition)] = max(claimed.get(int(partition), 0), int(next_offset))
+        return claimed
+
     def audit(self) -> list[Anomaly]:
         """The writer's bookkeeping over each table's whole snapshot history (k2.platform.table_audit)."""
         from k2.platform.table_audit import audit_table

@@ -196,6 +196,9 @@ def _check(s: ScenarioResult) -> str:
     parts.append(_key_list("Mismatched", [f"{x['key']}.{x['field']} @ {x['source']}" for x in check["mismatched"]]))
     parts.append(_key_list("Failed but present", check.get("failed_but_present", [])))
     parts.append(
+        _key_list("Not yet written (stalled)", [f"{x['key']} @ {x['source']}" for x in check.get("undrained", [])])
+    )
+    parts.append(
         _key_list(
             "Unreadable (could not be decoded)",
             [f"{x['topic'] or x['source']} {x['partition']}/{x['offset']}: {x['error']}" for x in s.unreadable],
