@@ -14,7 +14,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-SCENARIO = '''
+SCENARIO = """
 import pytest
 
 pytestmark = pytest.mark.chaos
@@ -32,7 +32,7 @@ def test_a_writer_takes_them(producer_v2, trade_factory, iceberg_writer, verify_
         producer_v2.produce_trade(trade_factory("BTC-USD"))
     assert producer_v2.flush(30) == 0
     verify_no_loss(iceberg=True)
-'''
+"""
 
 
 def test_trades_no_writer_took_are_a_hang_with_the_records_named(tmp_path: Path, stack_dir: Path) -> None:
