@@ -42,8 +42,10 @@ def multi_broker_config(platform_config: PlatformConfig, k2_stack: Any) -> Platf
     fixture starts its stack with 3 brokers; see --chaos-brokers)."""
     brokers = k2_stack.endpoints().kafka_brokers
     if len(brokers) < 2:
-        pytest.skip(f"the stack runs {len(brokers)} Kafka broker; multi-broker scenarios need a stack started with "
-                    "`k2 stack up --brokers 3` (or no --chaos-data-dir: the run then starts one)")  # fmt: skip
+        pytest.skip(
+            f"the stack runs {len(brokers)} Kafka broker; multi-broker scenarios need a stack started with "
+            "`k2 stack up --brokers 3` (or a --chaos-data-dir with no stack running: the run starts one)"
+        )
     return platform_config.with_(kafka_bootstrap=",".join(brokers))
 
 

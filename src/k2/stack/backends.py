@@ -25,7 +25,7 @@ def open_stack(
     if backend is not None and backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     recorded = statefile.load(path) if path.exists() else None
-    running = recorded is not None and any(s.process or s.container for s in recorded.services.values())
+    running = is_running(path)
     chosen = backend or (recorded.backend if recorded else "local")
     if running and recorded is not None and chosen != recorded.backend:
         raise ConfigError(
@@ -39,3 +39,10 @@ def open_stack(
     if project is not None:
         raise ConfigError("--project names the Compose project of a docker stack: use it with --backend docker")
     return LocalStack(path, **options)
+
+
+def is_running(data_dir: str | Path) -> bool:
+    """Whether a stack K2 started runs in `data_dir` (its state file names a process or container)."""
+    path = Path(data_dir).expanduser().absolute()
+    recorded = statefile.load(path) if path.exists() else None
+    return recorded is not None and any(s.process or s.container for s in recorded.services.values())

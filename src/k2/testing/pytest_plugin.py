@@ -49,6 +49,7 @@ def _run(request: pytest.FixtureRequest) -> ChaosRun:
 def k2_stack(request: pytest.FixtureRequest) -> Iterator[Any]:
     """The stack for the whole run (one start, many scenarios), on the backend --chaos-backend names."""
     from k2.stack import binaries, open_stack
+    from k2.stack.backends import is_running
 
     run = _run(request)
     root = None
@@ -57,7 +58,7 @@ def k2_stack(request: pytest.FixtureRequest) -> Iterator[Any]:
         root = Path(tempfile.mkdtemp(prefix="k2-chaos-"))
         data_dir = root / "stack"
     brokers = run.brokers
-    if brokers is None and run.data_dir is None:
+    if brokers is None and not is_running(data_dir):  # a stack reused keeps its own brokers
         wanted = any("multi_broker_config" in getattr(item, "fixturenames", ()) for item in request.session.items)
         brokers = MULTI_BROKERS if wanted else 1
     stack = open_stack(data_dir, backend=run.backend, project=run.project, brokers=brokers)
