@@ -14,7 +14,7 @@ import subprocess
 import time
 from typing import Any
 
-from benchmarks.proxy_targets import free_port, wait_listening
+from benchmarks.proxy_targets import free_port, stop, wait_listening
 
 MESSAGES = 20_000
 PRODUCERS = (1, 10, 100)
@@ -38,12 +38,7 @@ class Broker:
         wait_listening(("127.0.0.1", self.port))
 
     def close(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        stop(self.process)
 
 
 def _topic(bootstrap: str) -> None:
