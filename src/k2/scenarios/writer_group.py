@@ -58,12 +58,14 @@ class GroupError(Exception):
 
 @dataclass(frozen=True)
 class Member:
-    """One writer process: its name in the group, pid and kernel start time, and its log."""
+    """One writer process: its name in the group, pid and kernel start time, and its log (shared by the lives of
+    one name: this life's lines start at `log_offset`)."""
 
     name: str
     pid: int
     starttime: int
     log: str
+    log_offset: int = 0
 
     @property
     def alive(self) -> bool:
@@ -317,7 +319,7 @@ def _locked(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _member(name: str, entry: Mapping[str, Any]) -> Member:
-    return Member(name, int(entry["pid"]), int(entry["starttime"]), str(entry["log"]))
+    return Member(name, int(entry["pid"]), int(entry["starttime"]), str(entry["log"]), int(entry.get("log_offset", 0)))
 
 
 def _launch(path: Path, name: str, owner: procs.ProcessId) -> Member:

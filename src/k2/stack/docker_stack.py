@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import threading
 from collections.abc import Mapping
@@ -163,9 +164,15 @@ class DockerStack(LocalStack):
                 if kill:
                     self.client.api.kill(svc.container)
                 else:
-                    self.client.api.stop(svc.container, timeout=STOP_GRACE_S)
+                    patience = math.ceil(self.services[svc.name].stop_patience or STOP_GRACE_S)
+                    self.client.api.stop(svc.container, timeout=patience)
             code = (self._inspect(svc.container) or attrs)["State"].get("ExitCode")
-            how = "killed" if kill or code == 137 else f"stopped (exit {code})"
+            if kill:
+                how = "killed"
+            elif code == 137:
+                how = f"stopped, SIGKILL after {patience}s of patience"
+            else:
+                how = f"stopped (exit {code})"
             self._remove(svc.container)
         svc.container = None
         return how
@@ -288,6 +295,7 @@ class DockerStack(LocalStack):
             host_config=host_config,
             networking_config=api.create_networking_config({self.network: api.create_endpoint_config(aliases=[name])}),
             stop_signal=self.services[name].stop_signal,
+            stop_timeout=math.ceil(self.services[name].stop_patience or STOP_GRACE_S),  # a `stop` fault's too
             healthcheck={"test": ["NONE"]},  # the stack's own checks decide health (the images' assume other ports)
         )
         return str(created["Id"])

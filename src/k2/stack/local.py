@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 Progress = Callable[[str, str], None]
 START_TIMEOUT = 60.0
 LOG_TAIL_LINES = 20
+STOP_PATIENCE_S = 15.0  # a graceful stop's wait before SIGKILL, unless the service sets its own (Service.stop_patience)
 
 
 @dataclass(frozen=True)
@@ -362,9 +363,10 @@ class LocalStack:
 
     def _terminate(self, svc: ServiceState, *, kill: bool) -> str:
         assert svc.process is not None
-        how = procs.terminate(svc.process, signal.SIGKILL if kill else signal.Signals[svc.stop_signal])
+        patience = self.services[svc.name].stop_patience or STOP_PATIENCE_S
+        how = procs.terminate(svc.process, signal.SIGKILL if kill else signal.Signals[svc.stop_signal], patience)
         svc.process = None
-        return how
+        return how if kill or how != "killed" else f"stopped, SIGKILL after {patience:g}s of patience"
 
     def _log_of(self, svc: ServiceState, lines: int | None) -> str:
         if lines is None:

@@ -74,6 +74,7 @@ def process_targets(stack: LocalStack, run_id: str = "") -> dict[str, Target]:
                 "starttime": svc.process.starttime,
                 "restart_argv": [sys.executable, "-m", "k2", "stack", "start", name, "--data-dir", str(stack.data_dir)],
                 "stop_signal": svc.stop_signal,
+                **({"stop_timeout": patience} if (patience := stack.services[name].stop_patience) else {}),
                 "state_file": str(statefile.state_path(stack.data_dir)),
                 "service": name,
                 "run_id": run_id,

@@ -63,6 +63,8 @@ class Service(ABC):
     name: str
     depends_on: tuple[str, ...] = ()
     stop_signal: str = "SIGTERM"
+    # seconds a graceful stop (the stack's and a chaos `stop` fault's) waits before SIGKILL; None: their default
+    stop_patience: float | None = None
     # what `k2 stack status` says the service is for
     role: str = ""
     # its local image on the docker backend (see `image`); None: a host process on every backend
