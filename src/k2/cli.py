@@ -178,7 +178,7 @@ def cmd_chaos_run(args: argparse.Namespace) -> int:
     options = RunOptions(
         suite=args.suite, seed=args.seed, select=args.select, report_dir=args.report_dir,
         data_dir=args.data_dir, keep_stack=args.keep, timeout=args.timeout, backend=args.backend or "local",
-        project=args.project, cgroup=args.cgroup,
+        project=args.project, cgroup=args.cgroup, parallel=args.parallel,
     )  # fmt: skip
     if args.dry_run:
         _print_dry_run(dry_run(options), args.suite)
@@ -326,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     crun.add_argument("--report-dir", type=Path, default=Path("chaos-reports"))
     crun.add_argument("--timeout", type=float, default=180.0, help="seconds before a scenario counts as a HANG")
     crun.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
+    crun.add_argument("--parallel", type=int, default=None, metavar="N",
+                      help="run the scenarios on N fresh local stacks at once (default: 2 on a machine with 2 or "
+                      "more CPUs when no --data-dir, --keep or docker backend asks for one stack)")  # fmt: skip
     crun.add_argument("--cgroup", choices=POLICIES, default=None, help="local backend: how pause and limits are made "
                       "(auto: cgroup v1, else v2, else signals and rlimits; v2: never v1; none: no cgroup; v1: v1 "
                       "only). Default: K2_CGROUP, else auto")  # fmt: skip

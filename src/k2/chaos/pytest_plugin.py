@@ -19,10 +19,12 @@ from typing import Any
 import pytest
 
 from k2.chaos.checker import CheckResult, Observed, check
+from k2.chaos.errors import ChaosError
 from k2.chaos.faults import Terminated
 from k2.chaos.ledger import Ledger
 from k2.chaos.outcome import Outcome
 from k2.chaos.seeds import Draws, new_seed, rng_for
+from k2.chaos.shards import assign, parse_shard
 
 MARKERS = {
     "chaos": "a chaos scenario: destructive, injects faults into the stack",
@@ -104,6 +106,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"Kafka brokers of the run's stack (default: {MULTI_BROKERS} when a selected scenario uses "
         "`multi_broker_config`, else 1; a reused stack keeps its own)",
     )
+    group.addoption(
+        "--chaos-shard",
+        default=None,
+        help="I/N: run only this process's share of the selected scenarios (`k2 chaos run --parallel N` "
+        "starts one per stack; see k2.chaos.shards)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -120,6 +128,21 @@ def pytest_configure(config: pytest.Config) -> None:
         project=config.getoption("--chaos-project", None),
         brokers=config.getoption("--chaos-brokers", None),
     )
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m: the share is of what is selected
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    text = config.getoption("--chaos-shard", None)
+    if not text:
+        return
+    try:
+        mine, count = parse_shard(text)
+    except ChaosError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    shards = assign([getattr(item, "fixturenames", ()) for item in items], count)
+    kept = [item for item, shard in zip(items, shards, strict=True) if shard == mine]
+    config.hook.pytest_deselected(items=[item for item, shard in zip(items, shards, strict=True) if shard != mine])
+    items[:] = kept
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

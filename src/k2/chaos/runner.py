@@ -6,9 +6,11 @@ Also `k2 chaos halt`: from another terminal, restore every active fault at once 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,8 @@ from typing import Any
 from k2.chaos.errors import ChaosError, RestoreFailed
 from k2.chaos.journal import read_journal
 from k2.chaos.local.chooser import ENV
+from k2.chaos.seeds import new_seed
+from k2.chaos.shards import MAX_SHARDS, PORT_SHARE_ENV
 from k2.chaos.targets import target_from_description
 from k2.chaos.targets.process import proc_stat
 
@@ -45,6 +49,7 @@ class RunOptions:
     backend: str = "local"
     project: str | None = None
     cgroup: str | None = None  # K2_CGROUP for the run: how the local backend pauses and limits
+    parallel: int | None = None  # stacks running scenarios at once; None: shard_count decides
 
 
 def pytest_args(options: RunOptions) -> list[str]:
@@ -68,19 +73,42 @@ def pytest_args(options: RunOptions) -> list[str]:
     return args
 
 
+def shard_count(options: RunOptions) -> int:
+    """How many stacks run scenarios at once: `--parallel N` when given; else 2 when every shard can have a
+    fresh stack of its own (the local backend, no --data-dir, no --keep) on a machine with 2 or more CPUs."""
+    if options.parallel is None:
+        fresh = options.backend == "local" and options.data_dir is None and not options.keep_stack
+        return 2 if fresh and (os.cpu_count() or 1) >= 2 else 1
+    if not 1 <= options.parallel <= MAX_SHARDS:
+        raise ChaosError(f"--parallel {options.parallel}: give 1 to {MAX_SHARDS} stacks")
+    if options.parallel > 1 and (options.data_dir is not None or options.keep_stack or options.backend != "local"):
+        raise ChaosError(
+            f"--parallel {options.parallel} starts a fresh local stack per shard, so it cannot be combined with "
+            "--data-dir, --keep or --backend docker: drop those, or use --parallel 1"
+        )
+    return options.parallel
+
+
 def run(options: RunOptions) -> int:
     """Run the suites; exit status 1 exactly when a scenario ended other than it expects (any HANG, CRASH or
     DATA_LOSS; a PASS where it expects FAILED_GRACEFULLY), 2 on usage errors."""
     import subprocess
     import sys
 
-    import pytest
-
+    count = shard_count(options)
     report = options.report_dir / "report.json"
     report.unlink(missing_ok=True)
     # A fresh interpreter, so pytest can rewrite the suites' asserts (k2 is already imported here).
     env = {**os.environ, ENV: options.cgroup} if options.cgroup else None
-    code = subprocess.call([sys.executable, "-m", "pytest", *pytest_args(options)], env=env)
+    if count > 1:
+        return _run_shards(options, count, env)
+    code = _wait([subprocess.Popen([sys.executable, "-m", "pytest", *pytest_args(options)], env=env)])[0]
+    return _verdict(code, report, options)
+
+
+def _verdict(code: int, report: Path, options: RunOptions) -> int:
+    import pytest
+
     if code in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR):
         return 2
     if code == pytest.ExitCode.NO_TESTS_COLLECTED:
@@ -92,6 +120,95 @@ def run(options: RunOptions) -> int:
     from k2.chaos.report import load_json
 
     return 1 if load_json(report).failed else 0
+
+
+def _run_shards(options: RunOptions, count: int, env: dict[str, str] | None) -> int:
+    """One pytest per shard, each on its own fresh stack, all with the same seed; their progress lines are
+    shown as they come (everything else is in the shard's log); then one report of the whole run."""
+    import subprocess
+    import sys
+
+    import pytest
+    from rich.console import Console
+
+    from k2.chaos.report import load_json, merge_runs, print_summary, write_reports
+
+    seed = options.seed if options.seed is not None else new_seed()
+    shards_dir = options.report_dir / "shards"
+    shards_dir.mkdir(parents=True, exist_ok=True)
+    print(f"k2 chaos run: the scenarios split over {count} stacks running at once (--parallel 1: one stack), "
+          f"seed {seed}; each shard's whole output: {shards_dir}/shard-N.log", flush=True)  # fmt: skip
+    procs, pumps, dirs = [], [], []
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC  # a planted symlink is refused
+    for shard in range(1, count + 1):
+        shard_options = dataclasses.replace(options, seed=seed, report_dir=shards_dir / str(shard), verbose=True)
+        (shard_options.report_dir / "report.json").unlink(missing_ok=True)
+        log = open(os.open(shards_dir / f"shard-{shard}.log", flags, 0o644), "w", encoding="utf-8")  # noqa: SIM115
+        argv = [sys.executable, "-m", "pytest", *pytest_args(shard_options), f"--chaos-shard={shard}/{count}"]
+        shard_env = {**(env or os.environ), PORT_SHARE_ENV: f"{shard}/{count}"}  # no two stacks race for a port
+        proc = subprocess.Popen(argv, env=shard_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                errors="replace")  # fmt: skip
+        pump = threading.Thread(target=_pump, args=(proc, log, f"[{shard}/{count}] "), daemon=True)
+        pump.start()
+        procs.append(proc)
+        pumps.append(pump)
+        dirs.append(shard_options.report_dir)
+    codes = _wait(procs)
+    for pump in pumps:
+        pump.join(30)
+    ran = [(shard, code) for shard, code in enumerate(codes, 1) if code != pytest.ExitCode.NO_TESTS_COLLECTED]
+    if not ran:
+        return _verdict(pytest.ExitCode.NO_TESTS_COLLECTED, options.report_dir / "report.json", options)
+    missing = [shard for shard, _ in ran if not (dirs[shard - 1] / "report.json").exists()]
+    reports = [load_json(dirs[shard - 1] / "report.json") for shard, _ in ran if shard not in missing]
+    failed = True
+    if reports:
+        merged = merge_runs(reports)
+        failed = merged.failed
+        written = write_reports(merged, options.report_dir)
+        print_summary(merged, Console())
+        for kind, path in written.items():
+            print(f"chaos report ({kind}): {path}")
+    for shard in missing:
+        tail = (shards_dir / f"shard-{shard}.log").read_text(errors="replace").splitlines()[-15:]
+        print(f"k2 chaos run: shard {shard}/{count} wrote no report (pytest exit {codes[shard - 1]}); "
+              f"the end of its log:", *tail, sep="\n")  # fmt: skip
+    if any(code in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR) for _, code in ran):
+        return 2
+    return 1 if missing or failed else 0
+
+
+def _pump(proc: Any, log: Any, prefix: str) -> None:
+    """Copy a shard's output to its log (and close it); show its scenario lines (pytest -v's `path::name OUTCOME`)."""
+    with log as out:
+        for line in proc.stdout:
+            out.write(line)
+            out.flush()
+            if "::" in line and not line.startswith(" "):
+                print(prefix + line.rstrip("\n"), flush=True)
+
+
+def _wait(procs: list[Any]) -> list[int]:
+    """Every child's exit status. Ctrl-C reaches the children too (one process group): each restores its
+    faults and writes its report, so the runner goes on waiting rather than killing them mid-restore (the
+    journal's watchdog would restore, but later). SIGTERM (`k2 chaos halt`, a CI timeout) is passed on."""
+
+    def forward(signum: int, frame: object) -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, forward) if in_main else None
+    try:
+        while True:
+            try:
+                return [proc.wait() for proc in procs]
+            except KeyboardInterrupt:
+                continue
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 class _Lister:

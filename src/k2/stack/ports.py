@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import random
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
+from k2.chaos.errors import ChaosError
+from k2.chaos.shards import PORT_SHARE_ENV, parse_shard
 from k2.stack.errors import PortTaken
 
 HOST = "127.0.0.1"
@@ -25,6 +29,19 @@ _HIGH = max(_LOW + 1000, _ephemeral_low() - 10000)
 _taken_by_us: set[int] = set()
 
 
+def _in_share() -> Callable[[int], bool]:
+    """Shard I of N (`k2 chaos run --parallel N`) picks only ports whose residue mod 4 is its share; port + 10000
+    keeps the residue, so SeaweedFS's second port stays in the share too."""
+    text = os.environ.get(PORT_SHARE_ENV)
+    if not text:
+        return lambda port: True
+    try:
+        mine, count = parse_shard(text)
+    except ChaosError as exc:
+        raise PortTaken(f"{PORT_SHARE_ENV}={text!r}: {exc}; unset it to pick from every port") from None
+    return lambda port: port % 4 % count == mine - 1
+
+
 def is_free(port: int, host: str = HOST) -> bool:
     """True when nothing listens on host:port and we may bind it."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -39,11 +56,14 @@ def is_free(port: int, host: str = HOST) -> bool:
 def pick(count: int = 1, *, grpc_offset: bool = False, rng: random.Random | None = None) -> list[int]:
     """Pick `count` distinct free ports; with grpc_offset, port + 10000 must be free too."""
     rng = rng or random.SystemRandom()
+    in_share = _in_share()
     chosen: list[int] = []
     for _ in range(2000):
         if len(chosen) == count:
             break
         port = rng.randrange(_LOW, _HIGH)
+        if not in_share(port):
+            continue
         needed = [port, port + 10000] if grpc_offset else [port]
         if any(p in _taken_by_us or p in chosen for p in needed):
             continue

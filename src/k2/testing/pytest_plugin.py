@@ -22,6 +22,7 @@ import pytest
 from k2.chaos.faults import Fault, clock_skew, inject_latency, network_partition, resource_limit, service_failure
 from k2.chaos.pytest_plugin import MULTI_BROKERS, RUN, ChaosRun, scenario_state
 from k2.chaos.session import ChaosSession
+from k2.chaos.shards import MULTI_BROKER_FIXTURE
 from k2.platform.errors import PlatformError
 from k2.testing import chaos_session as open_session
 
@@ -59,7 +60,7 @@ def k2_stack(request: pytest.FixtureRequest) -> Iterator[Any]:
         data_dir = root / "stack"
     brokers = run.brokers
     if brokers is None and not is_running(data_dir):  # a stack reused keeps its own brokers
-        wanted = any("multi_broker_config" in getattr(item, "fixturenames", ()) for item in request.session.items)
+        wanted = any(MULTI_BROKER_FIXTURE in getattr(item, "fixturenames", ()) for item in request.session.items)
         brokers = MULTI_BROKERS if wanted else 1
     stack = open_stack(data_dir, backend=run.backend, project=run.project, brokers=brokers)
     stack.up()

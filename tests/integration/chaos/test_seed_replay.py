@@ -20,11 +20,12 @@ pytestmark = pytest.mark.integration
 SCENARIOS = "test_producer_survives_brief_kafka_outage or test_jitter_exercises_retry_backoff"
 
 
-def chaos_run(data_dir: Path, reports: Path, *, keep: bool) -> dict[str, Any]:
+def chaos_run(data_dir: Path | None, reports: Path, *, keep: bool = False, parallel: int = 1) -> dict[str, Any]:
+    where = [f"--data-dir={data_dir}"] if data_dir else []
     done = subprocess.run(
         [sys.executable, "-m", "k2", "chaos", "run", "--suite", "kafka", "--seed", "11", "-k", SCENARIOS,
-         f"--data-dir={data_dir}", f"--report-dir={reports}", *(["--keep"] if keep else [])],
-        capture_output=True, text=True, timeout=600, check=False, cwd=data_dir.parent,
+         *where, f"--report-dir={reports}", f"--parallel={parallel}", *(["--keep"] if keep else [])],
+        capture_output=True, text=True, timeout=600, check=False, cwd=reports.parent,
     )  # fmt: skip
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     return json.loads((reports / "report.json").read_text())
@@ -60,3 +61,14 @@ def test_the_same_seed_replays_the_same_fault_schedule(stack_dir: Path) -> None:
     assert len(set(map(repr, measured))) == len(measured)  # the schedule holds decisions; measurements vary
     html = (stack_dir.parent / "first" / "report.html").read_text()
     assert "replays the same fault schedule" in html and "k2 chaos run --seed 11" in html
+
+
+def test_the_seed_replays_the_same_schedule_when_the_run_is_split_over_two_stacks(stack_dir: Path) -> None:
+    """`--parallel 2`: one scenario per fresh stack at once, one merged report, the same schedule as one stack."""
+    tmp_path = stack_dir.parent
+    whole = chaos_run(stack_dir, tmp_path / "whole")
+    split = chaos_run(None, tmp_path / "split", parallel=2)
+    assert split["fault_schedule"] == whole["fault_schedule"]
+    assert [s["outcome"] for s in split["scenarios"]] == ["pass", "pass"]
+    shards = [json.loads((tmp_path / "split" / "shards" / n / "report.json").read_text()) for n in ("1", "2")]
+    assert sorted(len(shard["scenarios"]) for shard in shards) == [1, 1]  # each ran on its own stack

@@ -20,6 +20,18 @@ def test_picked_ports_are_distinct_free_and_leave_room_for_grpc() -> None:
     assert all(ports.is_free(p) and ports.is_free(p + 10000) for p in chosen)
 
 
+def test_shards_started_at_once_pick_from_disjoint_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two stacks starting at the same moment would race for one free port between pick and bind."""
+    picked = {}
+    for share in ("1/2", "2/2"):
+        monkeypatch.setenv("K2_PORT_SHARE", share)
+        picked[share] = ports.pick(20, grpc_offset=True)
+    assert {p % 2 for p in picked["1/2"]} == {0} and {p % 2 for p in picked["2/2"]} == {1}
+    monkeypatch.setenv("K2_PORT_SHARE", "3/2")
+    with pytest.raises(PortTaken, match="K2_PORT_SHARE='3/2'.*unset it"):
+        ports.pick(1)
+
+
 def test_require_free_names_service_and_remedy() -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))

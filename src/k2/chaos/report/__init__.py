@@ -13,6 +13,7 @@ from k2.chaos.report.model import (
     ScenarioResult,
     fault_recoveries,
     fault_to_dict,
+    merge_runs,
     recovery_time,
 )
 from k2.chaos.report.terminal import print_summary, summary_table
@@ -23,6 +24,7 @@ __all__ = [
     "fault_recoveries",
     "fault_to_dict",
     "load_json",
+    "merge_runs",
     "print_summary",
     "recovery_time",
     "render_html",

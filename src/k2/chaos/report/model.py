@@ -303,6 +303,24 @@ class RunReport:
         )
 
 
+def merge_runs(parts: Sequence[RunReport]) -> RunReport:
+    """One report of a run split over several stacks (k2.chaos.shards): every scenario, in the order they
+    started, under the seed they all shared."""
+    seeds = {part.seed for part in parts}
+    if len(seeds) != 1:
+        raise ValueError(f"the parts of one run must share one seed, these have {sorted(map(str, seeds))}")
+    scenarios = sorted((s for part in parts for s in part.scenarios), key=lambda s: s.started_at or 0.0)
+    return RunReport(
+        seed=parts[0].seed,
+        started_at=min(part.started_at for part in parts),
+        finished_at=max((part.finished_at or part.started_at) for part in parts),
+        backend=parts[0].backend,
+        versions={k: v for part in parts for k, v in part.versions.items()},
+        scenarios=scenarios,
+        title=parts[0].title,
+    )
+
+
 _STATES = ("acknowledged", "failed", "unknown", "pending")
 
 
