@@ -1,7 +1,8 @@
 """The main job's speed: every scenario of both suites on the embedded stack, wall time per scenario and in
 total (target: all of them under 5 minutes on 2 cores; the seed quotes 30-60 minutes for its suite).
 
-    .venv/bin/python -m benchmarks.bench_chaos_run                    # -> results/chaos_run.json
+    .venv/bin/python -m benchmarks.bench_chaos_run                    # -> results/chaos_run.json (2 stacks at once)
+    .venv/bin/python -m benchmarks.bench_chaos_run --parallel 1       # -> results/chaos_run_one_stack.json
     .venv/bin/python -m benchmarks.bench_chaos_run --backend docker   # -> results/chaos_run_docker.json
 """
 
@@ -24,7 +25,9 @@ from benchmarks.common import write
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--backend", choices=("local", "docker"), default="local")
-    backend = parser.parse_args().backend
+    parser.add_argument("--parallel", type=int, default=None, help="stacks at once (default: k2 chaos run's)")
+    args = parser.parse_args()
+    backend, parallel = args.backend, args.parallel
     report_dir = Path(tempfile.mkdtemp(prefix="k2-bench-run-"))
     loads: list[float] = []  # the 1-minute load average every 10 s: the machine is shared, so say how busy it was
     done = threading.Event()
@@ -38,8 +41,9 @@ def main() -> None:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     started = time.perf_counter()
+    stacks = [f"--parallel={parallel}"] if parallel else []
     code = subprocess.call([sys.executable, "-m", "k2", "chaos", "run", "--seed", "7", "--backend", backend,
-                            "--report-dir", str(report_dir)])  # fmt: skip
+                            "--report-dir", str(report_dir), *stacks])  # fmt: skip
     total = time.perf_counter() - started
     done.set()
     sampler.join()
@@ -56,8 +60,10 @@ def main() -> None:
         "scenarios": scenarios,
         "seed": report["seed"],
         "backend": report["backend"],
+        "parallel": parallel if parallel else "default",
     }
-    path = write("chaos_run" if backend == "local" else f"chaos_run_{backend}", results)
+    name = "chaos_run" if backend == "local" else f"chaos_run_{backend}"
+    path = write(f"{name}_one_stack" if parallel == 1 and backend == "local" else name, results)
     print(f"k2 chaos run: {len(scenarios)} scenarios in {total:.0f} s wall (exit {code}) -> {path}")
 
 

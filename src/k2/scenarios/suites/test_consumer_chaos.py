@@ -139,8 +139,8 @@ class TestConsumerRebalancing:
         self, producer_v2: Any, trade_factory: Any, writer_group: Any, chaos_session: Any, chaos_draws: Any,
         trades_reader: Any, verify_no_loss: Any,
     ) -> None:  # fmt: skip
-        """Partition reassignment stress: under steady load, every ~1.5 s a seeded choice of writer leaves (a
-        graceful stop or a SIGKILL) and rejoins, and a third writer joins half-way. Exactly once into Iceberg,
+        """Partition reassignment stress: under steady load, three times a seeded choice of writer leaves for
+        1.5 s (a graceful stop or a SIGKILL) and rejoins, and a third writer joins half-way. Exactly once into Iceberg,
         lag recovered. Each leave waits until the last join has completed (every running member assigned):
         Tansu 0.6's coordinator can stop assigning for good when a member leaves in the last moments of a join
         (README: what the suites found in Tansu), and this scenario is about reassigning a formed group's
@@ -149,7 +149,7 @@ class TestConsumerRebalancing:
         for step in range(3):
             if step == 1:
                 group.start(1, wait=False)
-            wait_for(lambda: settled(group), 20.0, "every running writer's assignment (the last join completed)")
+            wait_for(lambda: settled(group), 30.0, "every running writer's assignment (the last join completed)")
             member = chaos_draws.choice(f"leaving_{step}", [m.name for m in group.alive()])
             mode = chaos_draws.choice(f"how_{step}", ("stop", "kill"))
             with service_failure(member, duration_seconds=1.5, mode=mode, session=chaos_session) as fault:
