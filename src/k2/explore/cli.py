@@ -9,6 +9,7 @@ interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import re
@@ -79,6 +80,9 @@ def _stack(args: argparse.Namespace) -> Iterator[Any]:
     finally:
         if not args.keep:
             stack.down(purge=root is not None)
+            if root is not None:
+                with contextlib.suppress(OSError):  # the temporary root, empty once purged
+                    root.rmdir()
 
 
 def _arm_planted(names: list[str]) -> None:

@@ -11,6 +11,7 @@ plugin is registered. `-p no:k2` turns all of K2 off. Nothing starts unless a te
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -70,6 +71,9 @@ def k2_stack(request: pytest.FixtureRequest) -> Iterator[Any]:
     finally:
         if not run.keep_stack:
             stack.down(purge=root is not None)
+            if root is not None:
+                with contextlib.suppress(OSError):  # the temporary root, empty once purged
+                    root.rmdir()
 
 
 @pytest.fixture(scope="session")

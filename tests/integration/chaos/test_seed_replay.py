@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,9 @@ def test_the_seed_replays_the_same_schedule_when_the_run_is_split_over_two_stack
     """`--parallel 2`: one scenario per fresh stack at once, one merged report, the same schedule as one stack."""
     tmp_path = stack_dir.parent
     whole = chaos_run(stack_dir, tmp_path / "whole")
+    before = set(Path(tempfile.gettempdir()).glob("k2-chaos-*"))
     split = chaos_run(None, tmp_path / "split", parallel=2)
+    assert set(Path(tempfile.gettempdir()).glob("k2-chaos-*")) <= before, "a shard left its temporary stack dir"
     assert split["fault_schedule"] == whole["fault_schedule"]
     assert [s["outcome"] for s in split["scenarios"]] == ["pass", "pass"]
     shards = [json.loads((tmp_path / "split" / "shards" / n / "report.json").read_text()) for n in ("1", "2")]

@@ -109,3 +109,13 @@ def test_schedule_survives_a_report_round_trip(tmp_path: Path) -> None:
     run = RunReport(seed=9, started_at=0.0, scenarios=[result])
     again = load_json(write_json(run, tmp_path / "r.json"))
     assert fault_schedule(again) == fault_schedule(run)
+
+
+def test_schedule_is_the_same_whatever_order_the_scenarios_ran_in() -> None:
+    """Two shards start their scenarios in turn, so a split run's report lists them in another order."""
+    first, second = (
+        ScenarioResult(name=n, key=f"suite::{n}", outcome=Outcome.PASS, decisions={"pause_s": 2.0}) for n in "ab"
+    )
+    assert fault_schedule(RunReport(seed=3, started_at=0.0, scenarios=[second, first])) == fault_schedule(
+        RunReport(seed=3, started_at=0.0, scenarios=[first, second])
+    )

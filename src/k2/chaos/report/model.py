@@ -305,7 +305,7 @@ class RunReport:
 
 def merge_runs(parts: Sequence[RunReport]) -> RunReport:
     """One report of a run split over several stacks (k2.chaos.shards): every scenario, in the order they
-    started, under the seed they all shared."""
+    started, under the seed they all shared (its fault schedule is in name order, as every run's)."""
     seeds = {part.seed for part in parts}
     if len(seeds) != 1:
         raise ValueError(f"the parts of one run must share one seed, these have {sorted(map(str, seeds))}")

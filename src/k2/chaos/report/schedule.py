@@ -42,4 +42,7 @@ def scenario_schedule(s: ScenarioResult) -> dict[str, Any]:
 
 
 def fault_schedule(run: RunReport) -> dict[str, Any]:
-    return {"seed": run.seed, "scenarios": [scenario_schedule(s) for s in run.scenarios]}
+    """What the seed decided, per scenario in name order: the same whatever order they ran in (one stack, or
+    shards starting them in turn)."""
+    schedules = [scenario_schedule(s) for s in run.scenarios]
+    return {"seed": run.seed, "scenarios": sorted(schedules, key=lambda s: str(s["scenario"]))}
