@@ -37,7 +37,7 @@ NOOP = [{"name": f"noop_{s}", "type": "noop", "stream": s, "attributes": {}} for
 BANDWIDTH_KBPS = 1000
 LATENCY_MS, JITTER_MS = 100, 50
 RTT_BLOCK = 50  # 64 B round trips on one target before the next one's turn
-CONCURRENT_200_RUNS = 3  # a run is under a second: several per repetition, each in the other order
+CONCURRENT_RUNS = {200: 3, 1000: 3}  # many-connection runs per repetition, each in the other order (short runs)
 
 
 def serve() -> None:
@@ -139,7 +139,7 @@ class Bench:
         self.each(rep, "sink_noop", "bulk_noop_mb_s", lambda ad: load.bulk_mbps(ad, total), direct=False)
         self.interleaved(rep, "echo", "rtt_64b_us", a.rtt_count, RTT_BLOCK, direct=True, warmup=50)
         self.interleaved(rep, "echo_noop", "rtt_64b_noop_us", a.rtt_count, RTT_BLOCK, direct=False, warmup=50)
-        for n, runs in ((200, CONCURRENT_200_RUNS), (1000, 1)):
+        for n, runs in CONCURRENT_RUNS.items():
             for run in range(runs):
                 self.each(rep + run, "echo", f"conc_{n}", lambda ad, n=n: load.concurrent_round_trips(ad, n, a.trips))
         self.each(rep, "echo", "accept_burst", lambda ad: load.accept_burst(ad, a.burst))
@@ -308,7 +308,7 @@ def main() -> None:
         },
         "toxiproxy": _toxiproxy_version(args.toxiproxy),
         "params": {k: v for k, v in vars(args).items() if k not in ("serve", "table", "readme")}
-        | {"rtt_block": RTT_BLOCK, "concurrent_200_runs": CONCURRENT_200_RUNS},
+        | {"rtt_block": RTT_BLOCK, "concurrent_runs": {str(n): r for n, r in CONCURRENT_RUNS.items()}},
         **result,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -106,9 +106,11 @@ def render(doc: dict[str, Any]) -> str:
     )
     kafka = doc.get("kafka_produce")
     if kafka:
-        for n, by_target in kafka.items():
+        rate = kafka.get("paced_rate_msg_s")  # absent in results from before the paced run
+        ack = f"p99 ack (ms) at {rate:,} msg/s" if rate else "p99 ack (ms)"
+        for n, by_target in kafka.get("producers", kafka).items():
             row(
-                f"Kafka produce, {n} producer(s): msg/s / p99 ack (ms)",
+                f"Kafka produce, {n} producer(s): msg/s flat out / {ack}",
                 {t: f"{_fig(v['msgs_per_s'])} / {_fig(v['p99_ack_ms'], '', 1)}" for t, v in by_target.items()},
             )
     lines = ["| measure | " + " | ".join(head[c] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
@@ -120,7 +122,13 @@ def render(doc: dict[str, Any]) -> str:
         f"{doc['when']}, {m['cpus']} cores, load average before {m['load_average_before'][0]} / after "
         f"{m['load_average_after'][0]}; median of {p['reps']} interleaved repetitions ({p['slow_reps']} for the "
         "toxic timing rows), (min-max) over them; within a repetition the round trips alternate between the "
-        f"targets {p.get('rtt_block', 1)} at a time (the toxic ones one at a time), the 200-connection runs "
-        f"{p.get('concurrent_200_runs', 1)} times."
+        f"targets {p.get('rtt_block', 1)} at a time (the toxic ones one at a time), "
+        f"{_runs(p)}."
     )
     return "\n".join(lines)
+
+
+def _runs(params: dict[str, Any]) -> str:
+    """How many times each many-connection phase ran per repetition (older results: only the 200 one, 3)."""
+    runs = params.get("concurrent_runs") or {"200": params.get("concurrent_200_runs", 1), "1000": 1}
+    return " and ".join(f"the {n}-connection runs {r} time{'s' if int(r) > 1 else ''}" for n, r in runs.items())

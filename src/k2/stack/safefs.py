@@ -19,7 +19,7 @@ from pathlib import Path
 
 from k2.stack.errors import ConfigError
 
-__all__ = ["check_owned_dir", "grant_traverse", "open_dir", "open_file_in", "traversable"]
+__all__ = ["check_owned_dir", "grant_traverse", "open_dir", "open_file_in", "remove_sockets", "traversable"]
 
 _NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _ACL_XATTR = "system.posix_acl_access"
@@ -106,6 +106,26 @@ def open_file_in(dir_fd: int, name: str, flags: int, *, owner: int | None = None
         raise ConfigError(f"{name} {wrong}; K2 will not write through it. Remove it and try again.")
     os.set_blocking(fd, True)
     return fd
+
+
+def remove_sockets(directory: Path | str, names: list[str], owner: int) -> list[str]:
+    """Unlink each of `names` in `directory` that is a socket owned by `owner`; the names removed.
+
+    For what a service leaves in a shared directory (SeaweedFS's sockets in /tmp): anything else under
+    such a name (a file, a symlink, another user's socket) is left alone. In a sticky directory only its
+    owner or root can swap an entry, so the checked entry is the one unlinked; unlink never follows a link.
+    """
+    removed = []
+    with open_dir(directory) as dir_fd:
+        for name in names:
+            try:
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if stat.S_ISSOCK(info.st_mode) and info.st_uid == owner:
+                    os.unlink(name, dir_fd=dir_fd)
+                    removed.append(name)
+            except FileNotFoundError:
+                continue
+    return removed
 
 
 def _can_traverse(info: os.stat_result, uid: int, gid: int) -> bool:

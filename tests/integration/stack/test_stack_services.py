@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from k2.stack import LocalStack
-from k2.stack.services.seaweed import s3_client
+from k2.stack.services.seaweed import SOCKET_DIR, s3_client, socket_names
 from tests.integration.stack.helpers import (
     assert_data_survived,
     committed_offset,
@@ -32,7 +32,10 @@ pytestmark = pytest.mark.integration
 def stack(stack_dir: Path) -> Iterator[LocalStack]:
     with LocalStack(stack_dir) as running:
         yield running
+        stores = [s for s in running.state().services.values() if s.name in ("s3", "kafka-store")]
     assert processes_under(stack_dir) == []
+    left = [name for svc in stores for name in socket_names(svc) if os.path.lexists(f"{SOCKET_DIR}/{name}")]
+    assert left == [], "SeaweedFS's unix sockets outlived the stack"
 
 
 def test_round_trip_through_each_service(stack: LocalStack) -> None:

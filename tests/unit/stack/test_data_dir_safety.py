@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import socket
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -126,3 +127,29 @@ def test_a_mktemp_dir_works_for_k2pg_without_loosening_its_mode(tmp_path: Path) 
         assert reach.returncode == 0
     finally:
         subprocess.run(["rm", "-rf", str(made)], check=True)
+
+
+@root_only
+def test_only_sockets_of_the_owner_are_removed_and_links_never_followed(
+    tmp_path: Path, nobody: pwd.struct_passwd
+) -> None:
+    """What SeaweedFS leaves in /tmp is removed after its stop; nothing else that bears one of its names."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+
+    def bound(path: Path) -> None:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(str(path))
+
+    bound(shared / "ours.sock")
+    bound(tmp_path / "elsewhere.sock")
+    (shared / "link.sock").symlink_to(tmp_path / "elsewhere.sock")
+    (shared / "file.sock").write_text("not a socket")
+    bound(shared / "theirs.sock")
+    os.chown(shared / "theirs.sock", nobody.pw_uid, nobody.pw_gid)
+    names = ["ours.sock", "link.sock", "file.sock", "theirs.sock", "missing.sock"]
+
+    assert safefs.remove_sockets(shared, names, os.geteuid()) == ["ours.sock"]
+    assert sorted(p.name for p in shared.iterdir()) == ["file.sock", "link.sock", "theirs.sock"]
+    assert stat.S_ISSOCK((tmp_path / "elsewhere.sock").lstat().st_mode)

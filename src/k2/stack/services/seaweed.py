@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import secrets
 from typing import Any
 
 from k2.stack import binaries
 from k2.stack.disk import mount_limited, unmount
+from k2.stack.safefs import remove_sockets
 from k2.stack.services.base import ANY, HOST, ContainerSpec, Layout, Service, base_env, image
 from k2.stack.state import Address, ServiceState, StackState
 
@@ -32,6 +35,20 @@ def s3_client(endpoint: str, access_key: str, secret_key: str, timeout: float = 
 
 
 HEALTH_KEY = ".k2-health"
+GRPC_OFFSET = 10000  # each SeaweedFS server's gRPC port is its port + this
+SOCKET_DIR = "/tmp"  # where `weed` puts its unix sockets, whatever TMPDIR says
+
+
+def socket_names(svc: ServiceState) -> list[str]:
+    """The unix sockets `weed mini` makes in /tmp for its own ports and never removes, even on a graceful
+    stop (hundreds a day piled up here): `seaweedfs-<server>-<port>.sock` and `-grpc-<port + 10000>.sock`.
+    Its gRPC ones are fixed to /tmp in its code, so K2 removes them once the process is gone."""
+    ports = {"s3": svc.listen.port} | svc.extra_ports
+    return [
+        name
+        for server, port in sorted(ports.items())
+        for name in (f"seaweedfs-{server}-{port}.sock", f"seaweedfs-{server}-grpc-{port + GRPC_OFFSET}.sock")
+    ]
 
 
 class SeaweedS3(Service):
@@ -113,6 +130,8 @@ class SeaweedS3(Service):
     def after_stop(self, layout: Layout, svc: ServiceState) -> None:
         if self.disk_mb:
             unmount(layout.service_dir(self.name) / "data")
+        owner = pwd.getpwnam(svc.user).pw_uid if svc.user else os.geteuid()
+        remove_sockets(SOCKET_DIR, socket_names(svc), owner)
 
     def client(self, stack: StackState, svc: ServiceState, timeout: float = 5.0, attempts: int = 3) -> Any:
         access, secret = self.credentials(stack)
