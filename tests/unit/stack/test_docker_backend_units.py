@@ -101,6 +101,7 @@ def test_seaweed_container_binds_all_interfaces_and_mounts_only_its_data(tmp_pat
     svc = service.plan(layout, stack, dict(S3_PORTS))
     data = str(layout.service_dir("s3") / "data")
     assert f"-ip.bind={HOST}" in svc.argv  # what the container must change
+    assert svc.argv[1] == f"-logdir={layout.service_dir('s3')}"  # on the host: not /tmp; purged with the stack
 
     spec = service.container_spec(stack, svc)
     assert spec.entrypoint == "/weed"
@@ -122,7 +123,7 @@ def test_seaweed_container_binds_all_interfaces_and_mounts_only_its_data(tmp_pat
         "-s3.port.lance=0",
         "-volume.preStopSeconds=0",
     ]
-    assert svc.argv[1:] == [a.replace("-ip.bind=0.0.0.0", f"-ip.bind={HOST}") for a in spec.command]
+    assert svc.argv[2:] == [a.replace("-ip.bind=0.0.0.0", f"-ip.bind={HOST}") for a in spec.command]
     assert spec.mounts == [data]
     assert spec.working_dir == data
     assert spec.publish == [S3_PORTS["s3"]]

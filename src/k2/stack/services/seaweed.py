@@ -54,6 +54,11 @@ def socket_names(svc: ServiceState) -> list[str]:
     ]
 
 
+def _host_only(arg: str) -> bool:
+    """A flag naming a host directory the container does not have (its /tmp is its own anyway)."""
+    return arg.startswith("-logdir=")
+
+
 class SeaweedS3(Service):
     """An S3 endpoint bound to loopback with credentials enforced; buckets created after start."""
 
@@ -89,6 +94,7 @@ class SeaweedS3(Service):
         home = layout.service_dir(self.name)
         argv = [
             str(binaries.weed()),
+            f"-logdir={home}",  # its log files, otherwise left in /tmp at every start: purged with the stack
             "mini",
             f"-dir={home / 'data'}",
             f"-ip={HOST}",
@@ -163,7 +169,7 @@ class SeaweedS3(Service):
     def container_spec(self, stack: StackState, svc: ServiceState) -> ContainerSpec:
         """Its servers still find each other on the container's loopback; only the S3 port is published."""
         data = next(a.split("=", 1)[1] for a in svc.argv if a.startswith("-dir="))
-        command = [f"-ip.bind={ANY}" if a.startswith("-ip.bind=") else a for a in svc.argv[1:]]
+        command = [f"-ip.bind={ANY}" if a.startswith("-ip.bind=") else a for a in svc.argv[1:] if not _host_only(a)]
         return ContainerSpec(
             image=image(self.image_name),
             entrypoint="/weed",
