@@ -14,6 +14,7 @@ import contextlib
 import gc
 import json
 import logging
+import os
 import resource
 import signal
 import sys
@@ -22,7 +23,10 @@ from pathlib import Path
 
 from k2.chaos.errors import ChaosError
 from k2.chaos.proxy.classify import KafkaClientId
+from k2.chaos.proxy.reactor import MAX_LOOPS, use_loops
 from k2.chaos.proxy.server import ProxyServer
+
+DEFAULT_LOOPS = 2  # measured in benchmarks/bench_proxy on 2 cores; more loops than cores only contend
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api", default="127.0.0.1:8474", help="where the Toxiproxy-compatible API listens")
     parser.add_argument("--config", type=Path, required=True, help="JSON file listing the proxies")
     parser.add_argument("--seed", type=int, default=None, help="seed for toxicity rolls")
+    parser.add_argument(
+        "--loops", type=int, default=min(DEFAULT_LOOPS, os.cpu_count() or 1),
+        help=f"event loops carrying connections, 1-{MAX_LOOPS} (default: one per core, at most {DEFAULT_LOOPS})",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    try:
+        use_loops(args.loops)
+    except ValueError as exc:
+        parser.error(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _raise_fd_limit()
     try:

@@ -9,6 +9,7 @@ counted per toxic, for the API and the report.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -21,33 +22,41 @@ if TYPE_CHECKING:
 
 
 class Decisions:
-    """Per toxic name: on how many connections its roll applied it, and on how many it did not."""
+    """Per toxic name: on how many connections its roll applied it, and on how many it did not.
+
+    Rolls are recorded from every connection loop, so each change holds a lock (a rebuild, not a packet)."""
 
     def __init__(self) -> None:
         self._counts: dict[str, list[int]] = {}
+        self._lock = threading.Lock()
 
     def start(self, name: str) -> None:
-        self._counts[name] = [0, 0]
+        with self._lock:
+            self._counts[name] = [0, 0]
 
     def forget(self, name: str) -> None:
-        self._counts.pop(name, None)
+        with self._lock:
+            self._counts.pop(name, None)
 
     def clear(self) -> None:
-        self._counts.clear()
+        with self._lock:
+            self._counts.clear()
 
     def view(self) -> dict[str, dict[str, int]]:
-        return {name: {"applied": a, "skipped": s} for name, (a, s) in self._counts.items()}
+        with self._lock:
+            return {name: {"applied": a, "skipped": s} for name, (a, s) in self._counts.items()}
 
     def record(self, pipe: Pipe, name: str, applied: bool) -> None:
         """Count a roll once per connection; an update that changes the toxicity re-rolls and moves it."""
-        counts = self._counts.setdefault(name, [0, 0])
-        previous = pipe.decided.get(name)
-        if previous is applied:
-            return
-        if previous is not None:
-            counts[0 if previous else 1] -= 1
-        counts[0 if applied else 1] += 1
-        pipe.decided[name] = applied
+        with self._lock:
+            counts = self._counts.setdefault(name, [0, 0])
+            previous = pipe.decided.get(name)
+            if previous is applied:
+                return
+            if previous is not None:
+                counts[0 if previous else 1] -= 1
+            counts[0 if applied else 1] += 1
+            pipe.decided[name] = applied
 
 
 def rebuild(

@@ -13,7 +13,6 @@ from k2.chaos.proxy.reactor import Reactor, Watch, shared
 log = logging.getLogger(__name__)
 
 _READ_SIZE = 1 << 20
-_scratch = _net.scratch_buffer(_READ_SIZE)  # sink and count modes read into it (loop thread only)
 
 
 class _Conn:
@@ -35,7 +34,8 @@ class _Conn:
             if self.server.mode == "echo":
                 data = self.sock.recv(_READ_SIZE)
             else:
-                data = _scratch[: self.sock.recv_into(_scratch)]
+                scratch = self.server.reactor.scratch  # sink and count modes: this loop's read buffer
+                data = scratch[: self.sock.recv_into(scratch)]
         except (BlockingIOError, InterruptedError):
             return
         except OSError:

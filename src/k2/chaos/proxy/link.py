@@ -1,7 +1,8 @@
 """A proxied connection: the client socket, the upstream socket, and one `Pipe` per direction.
 
-Everything here runs in the proxy's event loop: a non-blocking connect to the upstream (with a deadline),
-the optional classification of the client by its first bytes, then the two pipes.
+Everything here runs in the connection's own event loop (one of the process's, see Proxy): a non-blocking
+connect to the upstream (with a deadline), the optional classification of the client by its first bytes,
+then the two pipes.
 """
 
 from __future__ import annotations
@@ -37,9 +38,11 @@ class Link:
     sent) or `reset()` (RST to both peers, unsent data discarded).
     """
 
-    def __init__(self, proxy: Proxy, client: socket.socket, peer: tuple[str, int], label: str, seq: int) -> None:
+    def __init__(
+        self, proxy: Proxy, client: socket.socket, peer: tuple[str, int], label: str, seq: int, reactor: Reactor
+    ) -> None:
         self.proxy = proxy
-        self.reactor: Reactor = proxy.reactor
+        self.reactor = reactor  # the loop this connection lives on (see Proxy: threads)
         self.client = client
         self.peer = peer
         self.label = label

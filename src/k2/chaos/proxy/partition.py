@@ -70,8 +70,8 @@ class Partition:
     def _refuse(self) -> None:
         for listener in self.proxy._listeners_for(self.clients):
             self._pause(listener)
-        for link in self.proxy._links_for(self.clients):
-            link.reset(reason=f"partition {self.seq}")
+        reason = f"partition {self.seq}"
+        self.proxy._on_links(lambda link: link.reset(reason=reason), self.proxy._links_for(self.clients))
 
     def _pause(self, listener: Listener) -> None:
         with self._lock:

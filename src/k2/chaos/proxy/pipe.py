@@ -34,15 +34,14 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from k2.chaos.proxy import _net
-from k2.chaos.proxy.reactor import Timer, Watch
+from k2.chaos.proxy.reactor import SCRATCH_SIZE, Timer, Watch
 from k2.chaos.proxy.toxic import Chunk, Stream, Toxic, Wait
 
 if TYPE_CHECKING:
     from k2.chaos.proxy.link import Link
 
 QUEUE_LIMIT = 1 << 20  # bytes queued for a stalled chain before the source is no longer read
-READ_SIZE = 1 << 20  # one read; the loop shares one buffer of this size between every connection
-_buffer = _net.scratch_buffer(READ_SIZE)  # only the loop thread touches it, one read at a time
+READ_SIZE = SCRATCH_SIZE  # one read, into the loop's shared buffer (`Reactor.scratch`) or a bulk one's own
 BULK_AFTER = 128 << 10  # a read this large means bulk: the direction gets a read buffer of its own
 
 
@@ -96,6 +95,7 @@ class Pipe:
         self.decided: dict[str, bool] = {}  # toxic name -> applied?, for the toxicity counts
         self._out: memoryview | None = None  # read but not yet taken by the destination
         self._own: memoryview | None = None  # bulk: this direction's own read buffer
+        self._scratch = link.reactor.scratch  # the buffer its loop's connections share
         self._eof_read = False
         self._queue: deque[Chunk | None] = deque()  # None marks end of stream
         self._queued = 0
@@ -110,8 +110,10 @@ class Pipe:
 
     @property
     def buffered(self) -> int:
-        """Bytes this direction holds right now (waiting for the destination or for a toxic)."""
-        return (len(self._out) if self._out is not None else 0) + self._queued
+        """Bytes this direction holds right now (waiting for the destination or for a toxic); safe to read
+        from another thread (stats), as the loop may drop `_out` at any moment."""
+        out = self._out
+        return (len(out) if out is not None else 0) + self._queued
 
     @property
     def _held(self) -> bool:
@@ -174,7 +176,7 @@ class Pipe:
         if self.chain or self._queue or self._frames:
             self._read_for_chain()
             return
-        buffer = _buffer if self._own is None else self._own
+        buffer = self._scratch if self._own is None else self._own
         try:
             n = self.src.recv_into(buffer)  # type: ignore[union-attr]
         except (BlockingIOError, InterruptedError):
@@ -186,7 +188,7 @@ class Pipe:
             self._read_eof()
             self._forward_eof()
             return
-        self._send(buffer[:n], copy=buffer is _buffer)
+        self._send(buffer[:n], copy=self._own is None)
         if n >= BULK_AFTER and self._own is None:
             self._own = _net.scratch_buffer(READ_SIZE)
 
@@ -194,7 +196,7 @@ class Pipe:
         """The toxic path: queue what was read, timestamped, as a bytes of its own, and run the chain."""
         assert self.src is not None
         try:
-            n = self.src.recv_into(_buffer)
+            n = self.src.recv_into(self._scratch)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -204,7 +206,7 @@ class Pipe:
             self._read_eof()
             self._queue.append(None)
         else:
-            self._queue.append(Chunk(bytes(_buffer[:n]), time.monotonic()))
+            self._queue.append(Chunk(bytes(self._scratch[:n]), time.monotonic()))
             self._queued += n
             if self._queued > QUEUE_LIMIT:
                 self._set_reading(False)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from k2.chaos.errors import InvalidFault
@@ -20,7 +21,7 @@ from k2.chaos.proxy.errors import AlreadyExists, NotFound
 from k2.chaos.proxy.link import Link
 from k2.chaos.proxy.listener import Listener
 from k2.chaos.proxy.partition import Partition
-from k2.chaos.proxy.reactor import Reactor, shared
+from k2.chaos.proxy.reactor import Reactor, connection_loops, shared
 from k2.chaos.proxy.refusal import KINDS, MAX_LINGERING, HttpRefusal, http_forbidden
 from k2.chaos.proxy.toxic import Stream, Toxic, create_toxic
 
@@ -50,6 +51,13 @@ class Proxy:
     never look the caller up.
 
     Every method may be called from any thread: it runs in the loop and returns when it took effect.
+
+    Threads: listeners, toxics, partitions and counters belong to the control loop (`reactor`); each
+    connection lives on one of the connection loops (`loops`; by default the process's, see
+    `reactor.use_loops`), dealt in turn at accept. Whatever the control loop does to a connection it does
+    in that connection's loop (`_on_links`), and waits for it. What a connection's loop reads of the proxy
+    is never changed in place (the toxic and partition lists are replaced whole); what it writes (its end,
+    the toxicity counts) is behind a lock.
     """
 
     def __init__(
@@ -62,6 +70,7 @@ class Proxy:
         enabled: bool = True,
         connect_timeout: float = 5.0,
         reactor: Reactor | None = None,
+        loops: Sequence[Reactor] | None = None,
         owner_only: bool = False,
         refuse_as: str = "reset",
     ) -> None:
@@ -89,6 +98,8 @@ class Proxy:
 
             self._caller_check = owner_check()
         self.reactor = reactor or shared()
+        # where connections run, dealt in turn: given, else the control loop given, else the process's
+        self._loops = list(loops or ([reactor] if reactor is not None else connection_loops()))
         self._enabled = enabled
         self._changed = threading.Condition()  # notified when the number of open connections changes
         self._clients = Clients(name, self.reactor, self._accept)
@@ -129,8 +140,7 @@ class Proxy:
                 return
             self._started = False
             self._clients.close_all()
-            for link in list(self._links):
-                link.close(reason="proxy stopped")
+            self._on_links(lambda link: link.close(reason="proxy stopped"))
             for refused in list(self._refusals):
                 refused.close(reset=True)
 
@@ -215,8 +225,7 @@ class Proxy:
             self._enabled = False
             for listener in self._clients.listeners.values():
                 listener.pause()
-            for link in list(self._links):
-                link.close(reason="proxy disabled")
+            self._on_links(lambda link: link.close(reason="proxy disabled"))
 
         self._in_loop(disable)
 
@@ -254,7 +263,7 @@ class Proxy:
                     f"toxic {toxic.name!r} already exists on proxy {self.name!r}; remove it first or pass another name="
                 )
             self._clients.check(toxic.clients)
-            self._toxics.append(toxic)
+            self._toxics = [*self._toxics, toxic]
             self._decisions.start(toxic.name)
             self._refresh_all()
 
@@ -268,7 +277,7 @@ class Proxy:
         def update() -> Toxic:
             index = self._index(name)
             new = self._toxics[index].replace(toxicity=toxicity, attributes=attributes)
-            self._toxics[index] = new
+            self._toxics = [new if i == index else t for i, t in enumerate(self._toxics)]
             self._refresh_all()
             return new
 
@@ -281,7 +290,8 @@ class Proxy:
         connections, like `timeout`, closes the ones it held instead, as in Toxiproxy)."""
 
         def remove() -> None:
-            del self._toxics[self._index(name)]
+            index = self._index(name)
+            self._toxics = [t for i, t in enumerate(self._toxics) if i != index]
             self._decisions.forget(name)
             self._refresh_all(removed={name})
 
@@ -317,7 +327,7 @@ class Proxy:
 
         def clear() -> None:
             removed = {t.name for t in self._toxics}
-            self._toxics.clear()
+            self._toxics = []
             self._decisions.clear()
             self._refresh_all(removed=removed)
 
@@ -347,7 +357,7 @@ class Proxy:
             self._clients.check(clients)
             self._partition_seq += 1
             partition = Partition(self, self._partition_seq, mode, direction, clients)
-            self._partitions.append(partition)
+            self._partitions = [*self._partitions, partition]
             return partition
 
         partition = self._in_loop(create)
@@ -359,14 +369,25 @@ class Proxy:
         return partition
 
     def _partition_ended(self, partition: Partition) -> None:
-        if partition in self._partitions:
-            self._partitions.remove(partition)
+        self._partitions = [p for p in self._partitions if p is not partition]
 
     def _listeners_for(self, clients: tuple[str, ...] | None) -> list[Listener]:
         return self._clients.matching(clients)
 
     def _links_for(self, clients: tuple[str, ...] | None) -> list[Link]:
-        return [link for link in self._links if clients is None or link.label in clients]
+        return [link for link in self._open_links() if clients is None or link.label in clients]
+
+    def _open_links(self) -> list[Link]:
+        with self._changed:
+            return list(self._links)
+
+    def _on_links(self, act: Callable[[Link], None], links: Iterable[Link] | None = None) -> None:
+        """Run `act` on each link (all open ones by default) in that link's own loop; return when done."""
+        by_loop: dict[Reactor, list[Link]] = {}
+        for link in self._open_links() if links is None else links:
+            by_loop.setdefault(link.reactor, []).append(link)
+        for loop, group in by_loop.items():
+            loop.call(functools.partial(_each, act, group))
 
     # --- connections ----------------------------------------------------------------------------
 
@@ -379,12 +400,20 @@ class Proxy:
         if self._caller_check is not None and not self._admits(conn, peer):
             return
         self._seq += 1
-        link = Link(self, conn, peer, listener.label, self._seq)
+        link = Link(self, conn, peer, listener.label, self._seq, self._loops[self._seq % len(self._loops)])
         with self._changed:
             self._links.add(link)
             self._changed.notify_all()
-        self._refresh(link)
-        link.start()
+        if link.reactor is self.reactor:
+            self._begin(link)
+        else:
+            link.reactor.post(lambda: self._begin(link))
+
+    def _begin(self, link: Link) -> None:
+        """In the link's loop: its chains, then its sockets (unless something closed it meanwhile)."""
+        if not link.closing:
+            self._refresh(link)
+            link.start()
 
     def _admits(self, conn: socket.socket, peer: tuple[str, int]) -> bool:
         """An owner-only proxy's gate: turn away a connection another user's socket opened."""
@@ -420,15 +449,14 @@ class Proxy:
         return not any(p.mode == "refuse" and p.active and p.covers(label) for p in self._partitions)
 
     def _link_ended(self, link: Link) -> None:
-        self._ended_bytes[Stream.UPSTREAM] += link.up.bytes
-        self._ended_bytes[Stream.DOWNSTREAM] += link.down.bytes
         with self._changed:
+            self._ended_bytes[Stream.UPSTREAM] += link.up.bytes
+            self._ended_bytes[Stream.DOWNSTREAM] += link.down.bytes
             self._links.discard(link)
             self._changed.notify_all()
 
     def _refresh_all(self, removed: set[str] | None = None) -> None:
-        for link in list(self._links):
-            self._refresh(link, removed or set())
+        self._on_links(lambda link: self._refresh(link, removed or set()))
 
     def _refresh(self, link: Link, removed: set[str] | None = None) -> None:
         """Both chains of `link` from the toxics (see `chains`: the seeded, counted toxicity rolls)."""
@@ -456,14 +484,18 @@ class Proxy:
         return self._in_loop(self._stats)
 
     def _stats(self) -> dict[str, Any]:
-        up = self._ended_bytes[Stream.UPSTREAM] + sum(link.up.bytes for link in self._links)
-        down = self._ended_bytes[Stream.DOWNSTREAM] + sum(link.down.bytes for link in self._links)
+        """A snapshot; counters of links on other loops may be a few reads behind."""
+        with self._changed:
+            links = list(self._links)
+            ended = dict(self._ended_bytes)
+        up = ended[Stream.UPSTREAM] + sum(link.up.bytes for link in links)
+        down = ended[Stream.DOWNSTREAM] + sum(link.down.bytes for link in links)
         labels: dict[str, int] = dict.fromkeys(self._clients.known(), 0)
-        for link in self._links:
+        for link in links:
             labels[link.label] = labels.get(link.label, 0) + 1
-        held = [link.buffered for link in self._links]
+        held = [link.buffered for link in links]
         return {
-            "connections": len(self._links),
+            "connections": len(links),
             "connections_total": self._seq,
             "connections_refused": self._refused,
             "connections_refused_callers": self._refused_callers,
@@ -512,18 +544,23 @@ class Proxy:
             move = new_listen is not None and (current is None or new_listen[1] not in (0, current.address[1]))
             if new_up is not None and new_up != self.upstream:
                 self.upstream = new_up
-                for link in list(self._links):
-                    link.close(reason="upstream changed")
+                self._on_links(lambda link: link.close(reason="upstream changed"))
             if move and new_listen is not None:
                 self.listen = new_listen
                 self._open_listener(DEFAULT_LABEL, new_listen)
                 if current is not None:
                     current.close()
-                for link in [lk for lk in self._links if lk.label == DEFAULT_LABEL]:
-                    link.close(reason="listen address changed")
+                self._on_links(
+                    lambda link: link.close(reason="listen address changed"), self._links_for((DEFAULT_LABEL,))
+                )
 
         self._in_loop(relocate)
         if enabled is True:
             self.enable()
         elif enabled is False:
             self.disable()
+
+
+def _each(act: Callable[[Link], None], links: list[Link]) -> None:
+    for link in links:
+        act(link)

@@ -1,13 +1,16 @@
-"""One epoll loop thread that runs every proxy's sockets and timers in this process.
+"""Epoll loop threads that run the proxies' sockets and timers in this process: one, or one per core.
 
 Why not a thread per direction per connection: under one interpreter lock, hundreds of threads spend
 their time handing the lock around (200 connections x 100 round trips took 10x longer than with a loop).
-Here every socket is non-blocking and watched by one `epoll`; toxics wait on timers, not in sleeps.
+Here every socket is non-blocking and watched by its loop's `epoll`; toxics wait on timers, not in sleeps.
+A second loop pays where the first is saturated: a loop spends most of its time in the kernel's TCP path,
+which runs without the interpreter lock (see `use_loops`).
 
 Contract:
 - Every callback (socket readiness, timer, posted call) runs in the loop thread, one at a time, and must
   not block. Code outside the loop changes loop-owned state only through `call()` (runs the function in
-  the loop and returns its result or raises its exception, with a deadline) or `post()`.
+  the loop and returns its result or raises its exception, with a deadline) or `post()`. A process may
+  run several loops (`use_loops`); a loop's `scratch` buffer is touched by its own thread only.
 - A callback that raises is logged and the loop goes on; owners pass `on_error` to tear down what the
   failure leaves behind.
 - Timers fire at their absolute monotonic time: the wait is `select()` on the epoll fd, whose timeout
@@ -21,6 +24,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+import mmap
 import os
 import select
 import socket
@@ -32,13 +36,14 @@ from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Reactor", "Timer", "Watch", "shared"]
+__all__ = ["Reactor", "Timer", "Watch", "connection_loops", "shared", "use_loops"]
 
 T = TypeVar("T")
 READ, WRITE, EDGE = select.EPOLLIN, select.EPOLLOUT, select.EPOLLET
 _ALERT = select.EPOLLERR | select.EPOLLHUP
 _READABLE, _WRITABLE = READ | _ALERT, WRITE | _ALERT
 _CALL_TIMEOUT = 30.0  # a loop that does not answer a control call within this is wedged: say so
+SCRATCH_SIZE = 1 << 20  # bytes of the loop's shared read buffer: the largest single read
 _COARSE = 0.002  # timers further away than this are waited for with epoll's millisecond timeout first
 
 
@@ -103,6 +108,9 @@ class Reactor:
     """The loop. `shared()` gives the process-wide one; tests and the daemon use that."""
 
     def __init__(self, name: str = "k2-proxy-loop") -> None:
+        # One read at a time per loop lands here, so the loop's connections share it; each loop has its own
+        # (anonymous memory: pages cost nothing until a read touches them).
+        self.scratch = memoryview(mmap.mmap(-1, SCRATCH_SIZE))
         self._epoll = select.epoll()
         self._watches: dict[int, Watch] = {}
         self._timers: list[tuple[float, int, Timer]] = []
@@ -252,7 +260,9 @@ def _tighten_timer_slack() -> None:
 
 
 _shared: Reactor | None = None
+_more: list[Reactor] = []  # the connection loops after the first (`use_loops`)
 _shared_lock = threading.Lock()
+MAX_LOOPS = 16
 
 
 def shared() -> Reactor:
@@ -262,3 +272,25 @@ def shared() -> Reactor:
         if _shared is None:
             _shared = Reactor()
         return _shared
+
+
+def use_loops(count: int) -> None:
+    """Carry connections on `count` loops instead of one (the daemon: one per core, up to 2 by default).
+
+    The interpreter lock is shared, but a loop spends most of its time in the kernel's TCP path (send and
+    recv release the lock), so a second loop lets both cores forward: with 1,000 connections busy, one
+    loop sat at 100% of a core. Loops are added, never removed: connections already on one stay there.
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_LOOPS:
+        raise ValueError(f"loops {count!r} is out of range; give 1 to {MAX_LOOPS} (1: everything on one loop)")
+    shared()
+    with _shared_lock:
+        while 1 + len(_more) < count:
+            _more.append(Reactor(f"k2-proxy-loop-{1 + len(_more)}"))
+
+
+def connection_loops() -> list[Reactor]:
+    """Every connection loop of this process; the first is `shared()`, which also runs the control calls."""
+    first = shared()
+    with _shared_lock:
+        return [first, *_more]
