@@ -327,8 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     crun.add_argument("--timeout", type=float, default=180.0, help="seconds before a scenario counts as a HANG")
     crun.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
     crun.add_argument("--parallel", type=int, default=None, metavar="N",
-                      help="run the scenarios on N fresh local stacks at once (default: 2 on a machine with 2 or "
-                      "more CPUs when no --data-dir, --keep or docker backend asks for one stack)")  # fmt: skip
+                      help="run the scenarios on N fresh stacks at once (default: 2 on a machine with 2 or "
+                      "more CPUs when no --data-dir, --keep or --project asks for one stack)")  # fmt: skip
     crun.add_argument("--cgroup", choices=POLICIES, default=None, help="local backend: how pause and limits are made "
                       "(auto: cgroup v1, else v2, else signals and rlimits; v2: never v1; none: no cgroup; v1: v1 "
                       "only). Default: K2_CGROUP, else auto")  # fmt: skip

@@ -75,16 +75,17 @@ def pytest_args(options: RunOptions) -> list[str]:
 
 def shard_count(options: RunOptions) -> int:
     """How many stacks run scenarios at once: `--parallel N` when given; else 2 when every shard can have a
-    fresh stack of its own (the local backend, no --data-dir, no --keep) on a machine with 2 or more CPUs."""
+    fresh stack of its own (no --data-dir, --keep or --project: on docker, a project per shard's data dir) on a
+    machine with 2 or more CPUs."""
+    fresh = options.data_dir is None and not options.keep_stack and not options.project
     if options.parallel is None:
-        fresh = options.backend == "local" and options.data_dir is None and not options.keep_stack
         return 2 if fresh and (os.cpu_count() or 1) >= 2 else 1
     if not 1 <= options.parallel <= MAX_SHARDS:
         raise ChaosError(f"--parallel {options.parallel}: give 1 to {MAX_SHARDS} stacks")
-    if options.parallel > 1 and (options.data_dir is not None or options.keep_stack or options.backend != "local"):
+    if options.parallel > 1 and not fresh:
         raise ChaosError(
-            f"--parallel {options.parallel} starts a fresh local stack per shard, so it cannot be combined with "
-            "--data-dir, --keep or --backend docker: drop those, or use --parallel 1"
+            f"--parallel {options.parallel} starts a fresh stack per shard, so it cannot be combined with "
+            "--data-dir, --keep or --project: drop those, or use --parallel 1"
         )
     return options.parallel
 

@@ -1,5 +1,6 @@
 """The main job on the docker backend: `k2 chaos run --backend docker` runs every shipped scenario, with the
-same fault calls and fixtures, against containers, and the report says so."""
+same fault calls and fixtures, against containers (two stacks at once by default: a Compose project each),
+and the report says so."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from typing import Any
 
 import pytest
 
+from k2.chaos.report import load_json
 from k2.chaos.report.model import accounting_problems
 from k2.chaos.runner import RunOptions, dry_run
-from tests.integration.docker.test_docker_stack import project_containers
+from k2.chaos.targets.docker_engine import LABEL_PROJECT
 
 pytestmark = pytest.mark.integration
 
@@ -29,13 +31,11 @@ def root() -> Iterator[Path]:
 
 
 def test_every_shipped_scenario_runs_on_containers(engine: Any, root: Path) -> None:
-    from k2.stack.docker_stack import default_project
-
     expected = {item["nodeid"].split("::", 1)[1] for item in dry_run(RunOptions(verbose=False))}
-    data_dir, reports = root / "stack", root / "reports"
+    reports = root / "reports"
+    before = _projects(engine)
     done = subprocess.run(
-        [sys.executable, "-m", "k2", "chaos", "run", "--backend", "docker", f"--data-dir={data_dir}",
-         f"--report-dir={reports}"],
+        [sys.executable, "-m", "k2", "chaos", "run", "--backend", "docker", f"--report-dir={reports}"],
         capture_output=True, text=True, timeout=1500, check=False, cwd=root,
     )  # fmt: skip
     output = "\n".join(line for line in (done.stdout + done.stderr).splitlines() if not line.startswith("%"))
@@ -59,4 +59,13 @@ def test_every_shipped_scenario_runs_on_containers(engine: Any, root: Path) -> N
     assert failures
     for fault in failures:
         assert fault["effect"]["backend"] == "docker" and fault["restore_effect"]["backend"] == "docker", fault
-    assert project_containers(engine, default_project(data_dir.absolute())) == {}  # the run took its stack down
+    shards = sorted((reports / "shards").glob("*/report.json"))
+    assert len(shards) == 2 and all(load_json(shard).backend == "docker" for shard in shards), output[-4000:]
+    assert _projects(engine) == before  # each shard took its stack (containers and network) down
+
+
+def _projects(engine: Any) -> set[tuple[str, str]]:
+    """Every container and network that belongs to a Compose project on the engine, by project and id."""
+    containers = engine.api.containers(all=True, filters={"label": LABEL_PROJECT})
+    networks = engine.api.networks(filters={"label": LABEL_PROJECT})
+    return {(row["Labels"][LABEL_PROJECT], row["Id"]) for row in [*containers, *networks]}

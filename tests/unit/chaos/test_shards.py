@@ -31,7 +31,7 @@ def test_a_shard_is_read() -> None:
     assert parse_shard(" 2/3 ") == (2, 3)
 
 
-def test_two_stacks_by_default_only_when_every_shard_can_have_a_fresh_local_one(
+def test_two_stacks_by_default_only_when_every_shard_can_have_a_fresh_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from pathlib import Path
@@ -40,7 +40,8 @@ def test_two_stacks_by_default_only_when_every_shard_can_have_a_fresh_local_one(
     assert shard_count(RunOptions()) == 2
     assert shard_count(RunOptions(data_dir=Path("stack"))) == 1
     assert shard_count(RunOptions(keep_stack=True)) == 1
-    assert shard_count(RunOptions(backend="docker")) == 1
+    assert shard_count(RunOptions(backend="docker")) == 2  # a Compose project per shard's own data dir
+    assert shard_count(RunOptions(backend="docker", project="mine")) == 1
     assert shard_count(RunOptions(parallel=3)) == 3
     monkeypatch.setattr("os.cpu_count", lambda: 1)
     assert shard_count(RunOptions()) == 1
@@ -52,7 +53,7 @@ def test_two_stacks_by_default_only_when_every_shard_can_have_a_fresh_local_one(
         (RunOptions(parallel=0), "give 1 to 4"),
         (RunOptions(parallel=9), "give 1 to 4"),
         (RunOptions(parallel=2, keep_stack=True), "drop those, or use --parallel 1"),
-        (RunOptions(parallel=2, backend="docker"), "drop those, or use --parallel 1"),
+        (RunOptions(parallel=2, backend="docker", project="mine"), "drop those, or use --parallel 1"),
     ],
 )
 def test_parallel_that_cannot_work_is_refused_with_the_remedy(options: RunOptions, says: str) -> None:

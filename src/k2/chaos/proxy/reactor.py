@@ -275,11 +275,12 @@ def shared() -> Reactor:
 
 
 def use_loops(count: int) -> None:
-    """Carry connections on `count` loops instead of one (the daemon: one per core, up to 2 by default).
+    """Carry connections on `count` loops instead of one (the daemon's `--loops`; one by default).
 
     The interpreter lock is shared, but a loop spends most of its time in the kernel's TCP path (send and
-    recv release the lock), so a second loop lets both cores forward: with 1,000 connections busy, one
-    loop sat at 100% of a core. Loops are added, never removed: connections already on one stay there.
+    recv release the lock), so a second loop can let a second core forward: with 1,000 connections busy, one
+    loop sat at 100% of a core. On 2 cores shared with the clients it did not pay (the daemon's DEFAULT_LOOPS).
+    Loops are added, never removed: connections already on one stay there.
     """
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_LOOPS:
         raise ValueError(f"loops {count!r} is out of range; give 1 to {MAX_LOOPS} (1: everything on one loop)")

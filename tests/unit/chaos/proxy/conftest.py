@@ -1,7 +1,7 @@
 """Fixtures for the proxy tests: a loopback echo server and a seeded proxy in front of it.
 
 The `proxy` fixture runs every test that takes it twice: with every connection on the one loop, and with
-connections dealt between two loops (as the daemon runs them: `python -m k2.chaos.proxy --loops 2`), so
+connections dealt between two loops (as the daemon runs them with `python -m k2.chaos.proxy --loops 2`), so
 what the control loop does to a connection is proven to reach it on another thread too.
 """
 

@@ -1,4 +1,4 @@
-"""Connections on two loops (the daemon's default): what the control loop does reaches every one of them."""
+"""Connections on two loops (the daemon's `--loops 2`): what the control loop does reaches every one of them."""
 
 from __future__ import annotations
 
