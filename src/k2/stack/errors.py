@@ -22,14 +22,27 @@ class PortTaken(StackError):
 class ServiceFailed(StackError):
     """A service exited or never became healthy; carries the tail of its log."""
 
-    def __init__(self, service: str, reason: str, log_tail: str = "", remedy: str = "") -> None:
+    def __init__(
+        self,
+        service: str,
+        reason: str,
+        log_tail: str = "",
+        remedy: str = "",
+        dependencies: dict[str, str] | None = None,
+    ) -> None:
         self.service = service
         self.reason = reason
         self.log_tail = log_tail
+        # The tails of the logs of what it depends on: a broker that never gets healthy is often its store's
+        # fault, and a stack started in a temp dir is gone (logs too) by the time anyone looks.
+        self.dependencies = dependencies or {}
         text = f"{service}: {reason}"
-        if log_tail:
-            indented = "\n".join("    " + line for line in log_tail.splitlines())
-            text += f"\n  last lines of its log:\n{indented}"
+        sections = [("its log", log_tail)]
+        sections += [(f"the log of {d}, which it depends on", tail) for d, tail in self.dependencies.items()]
+        for label, lines in sections:
+            if lines:
+                indented = "\n".join("    " + line for line in lines.splitlines())
+                text += f"\n  last lines of {label}:\n{indented}"
         if remedy:
             text += f"\n  {remedy}"
         super().__init__(text)

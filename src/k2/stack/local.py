@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 Progress = Callable[[str, str], None]
 START_TIMEOUT = 60.0
 LOG_TAIL_LINES = 20
+DEPENDENCY_TAIL_LINES = 10  # of each service it depends on, when a service never gets healthy
 STOP_PATIENCE_S = 15.0  # a graceful stop's wait before SIGKILL, unless the service sets its own (Service.stop_patience)
 
 
@@ -331,6 +332,11 @@ class LocalStack:
                     f"not healthy {self.start_timeout:.0f}s after start (last check: {last_error})",
                     self._log_of(svc, LOG_TAIL_LINES),
                     f"Full log: `k2 stack logs {svc.name}`. A slow machine may need a longer start timeout.",
+                    {
+                        d: self._log_of(stack.services[d], DEPENDENCY_TAIL_LINES)
+                        for d in service.depends_on
+                        if d in stack.services
+                    },
                 )
             time.sleep(0.1)
 

@@ -72,6 +72,15 @@ def test_service_failed_message_carries_log_tail_and_remedy() -> None:
     assert "    line two" in text and text.endswith("Run `k2 stack logs kafka`.")
 
 
+def test_service_failed_message_carries_the_logs_of_what_it_depends_on() -> None:
+    """A broker that never gets healthy because its store fails: the store's errors are in the message (the
+    stack of a test run lives in a temp dir, purged with its logs before anyone can run `k2 stack logs`)."""
+    err = ServiceFailed("kafka", "not healthy", "GET meta.json: 500", "", {"kafka-store": "E volume 1 not found"})
+    text = str(err)
+    assert "last lines of its log:\n    GET meta.json: 500" in text
+    assert "last lines of the log of kafka-store, which it depends on:\n    E volume 1 not found" in text
+
+
 def test_unknown_fixed_port_service_is_rejected_before_anything_starts(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown service 'zookeeper'"):
         LocalStack(tmp_path, fixed_ports={"zookeeper": 2181})

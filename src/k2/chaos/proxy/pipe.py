@@ -11,9 +11,9 @@ Not `splice()`: through a kernel pipe the proxy spent as much CPU per GB as with
 (0.19-0.22 s), the receiver more (it copies out of many small page fragments), and bulk was 6-36%
 slower in six interleaved comparisons on a 2-core machine.
 
-Toxic path: each read is timestamped and queued (bounded: past `QUEUE_LIMIT` bytes the source is not
-read, so a stalled chain pushes back too), and the chain runs each chunk depth-first through the toxics'
-generators; a `Wait` parks the chain on a loop timer. When the chain becomes empty again and the queue
+Toxic path: each read is timestamped and, when the chain is busy, queued (bounded: past `QUEUE_LIMIT` bytes
+the source is not read, so a stalled chain pushes back too); the chain runs each chunk depth-first through
+the toxics' generators; a `Wait` parks the chain on a loop timer. When the chain becomes empty again and the queue
 has drained, the pipe returns to the fast path. Chains are swapped on live connections, so adding or
 removing a toxic takes effect on connections that are already open; a removed toxic's wait is
 interrupted so that it flushes what it holds.
@@ -71,8 +71,8 @@ class _Frame:
     __slots__ = ("binding", "chain", "index", "send", "steps", "value")
 
     def __init__(self, steps: Iterable[Any], chain: tuple[Binding, ...], index: int, binding: Binding | None):
-        self.steps: Iterator[Any] = iter(steps)
-        self.send = getattr(self.steps, "send", None)
+        self.send = getattr(steps, "send", None)  # a generator (every toxic's pipe()) is its own iterator
+        self.steps: Iterator[Any] = steps if self.send is not None else iter(steps)  # type: ignore[assignment]
         self.chain = chain
         self.index = index
         self.binding = binding
@@ -114,10 +114,6 @@ class Pipe:
         from another thread (stats), as the loop may drop `_out` at any moment."""
         out = self._out
         return (len(out) if out is not None else 0) + self._queued
-
-    @property
-    def _held(self) -> bool:
-        return self._out is not None
 
     def start(self, src: socket.socket, dst: socket.socket, src_watch: Watch, dst_watch: Watch) -> None:
         self.src, self.dst, self.src_watch, self.dst_watch = src, dst, src_watch, dst_watch
@@ -205,12 +201,19 @@ class Pipe:
         if not n:
             self._read_eof()
             self._queue.append(None)
+        elif self._idle:  # nothing ahead of it: straight into the chain, without a trip through the queue
+            self._feed(Chunk(bytes(self._scratch[:n]), time.monotonic()), self.chain, 0)
         else:
             self._queue.append(Chunk(bytes(self._scratch[:n]), time.monotonic()))
             self._queued += n
             if self._queued > QUEUE_LIMIT:
                 self._set_reading(False)
         self._pump()
+
+    @property
+    def _idle(self) -> bool:
+        """The chain may take a new chunk now: nothing queued, in progress, parked or waiting to be sent."""
+        return not (self._queue or self._frames or self._pumping or self.closing) and self._out is None
 
     def _read_eof(self) -> None:
         self._eof_read = True
@@ -273,11 +276,12 @@ class Pipe:
             return
         self._pumping = True
         try:
-            while not self.closing and not self._held and self._parked is None:
-                if self._frames:
-                    self._step(self._frames[-1])
-                elif self._queue:
-                    item = self._queue.popleft()
+            frames, queue = self._frames, self._queue
+            while not self.closing and self._out is None and self._parked is None:
+                if frames:
+                    self._step(frames[-1])
+                elif queue:
+                    item = queue.popleft()
                     if item is None:
                         self._push_eof(self.chain)
                     else:
@@ -308,7 +312,9 @@ class Pipe:
             if frame.binding is None:  # the end-of-stream frame finished: the close goes on
                 self._forward_eof()
             return
-        if isinstance(out, Wait):
+        if isinstance(out, Chunk):  # the common case first
+            self._feed(out, frame.chain, frame.index + 1)
+        elif isinstance(out, Wait):
             alive = frame.binding is None or frame.binding.alive
             if not alive:
                 frame.value = False
@@ -318,8 +324,6 @@ class Pipe:
                 self._parked = frame
                 if out.until != math.inf:
                     self._timer = self.link.reactor.at(out.until, lambda: self._resume(frame, True))
-        elif isinstance(out, Chunk):
-            self._feed(out, frame.chain, frame.index + 1)
         else:
             raise TypeError(f"toxic yielded {out!r}; yield a Chunk or a Wait")
 
