@@ -110,17 +110,17 @@ class Bench:
                 continue
             self._record(phase, target.name, run(self.addr[(target.name, proxy)]))
 
-    def interleaved(
-        self, rep: int, proxy: str, phase: str, count: int, block: int, *, direct: bool, warmup: int
-    ) -> None:
-        """Round trips through every target, interleaved `block` by `block` (see `interleaved_rtts_us`)."""
+    def interleaved(self, rep: int, phases: dict[str, str], count: int, block: int, *, warmup: int) -> None:
+        """Round trips through every target's proxies named in `phases` (proxy -> the phase its samples go
+        to), all interleaved `block` by `block` (see `interleaved_rtts_us`), so that what is compared, and
+        the direct round trip it is compared with, were measured under the same conditions."""
         order = self.targets if rep % 2 == 0 else list(reversed(self.targets))
-        chosen = [t for t in order if direct or t.name != "direct"]
-        addresses = [self.addr[(t.name, proxy)] for t in chosen]
-        for target, samples in zip(
+        chosen = [(t.name, proxy) for t in order for proxy in phases if (t.name, proxy) in self.addr]
+        addresses = [self.addr[key] for key in chosen]
+        for (target, proxy), samples in zip(
             chosen, load.interleaved_rtts_us(addresses, count, block=block, warmup=warmup), strict=True
         ):
-            self._record(phase, target.name, samples)
+            self._record(phases[proxy], target, samples)
 
     def repetition(self, rep: int) -> None:
         a = self.args
@@ -137,8 +137,8 @@ class Bench:
             if target.pid:
                 self._record("cpu_s_per_gb", target.name, proxy_cpu / (total / 1e9))
         self.each(rep, "sink_noop", "bulk_noop_mb_s", lambda ad: load.bulk_mbps(ad, total), direct=False)
-        self.interleaved(rep, "echo", "rtt_64b_us", a.rtt_count, RTT_BLOCK, direct=True, warmup=50)
-        self.interleaved(rep, "echo_noop", "rtt_64b_noop_us", a.rtt_count, RTT_BLOCK, direct=False, warmup=50)
+        rtt_phases = {"echo": "rtt_64b_us", "echo_noop": "rtt_64b_noop_us"}
+        self.interleaved(rep, rtt_phases, a.rtt_count, RTT_BLOCK, warmup=50)
         for n, runs in CONCURRENT_RUNS.items():
             for run in range(runs):
                 self.each(rep + run, "echo", f"conc_{n}", lambda ad, n=n: load.concurrent_round_trips(ad, n, a.trips))
@@ -147,8 +147,8 @@ class Bench:
             self.each(
                 rep, "sink_bw", "bandwidth_s", lambda ad: load.transfer_seconds(ad, a.bandwidth_bytes), direct=False
             )
-            self.interleaved(rep, "echo_lat", "latency_us", a.latency_count, 1, direct=False, warmup=2)
-            self.interleaved(rep, "echo_jit", "jitter_us", a.jitter_count, 1, direct=False, warmup=2)
+            self.interleaved(rep, {"echo_lat": "latency_us"}, a.latency_count, 1, warmup=2)
+            self.interleaved(rep, {"echo_jit": "jitter_us"}, a.jitter_count, 1, warmup=2)
             self._record("timer_overshoot_us", "host", load.timer_overshoot_us())
         for target in order:  # memory with many connections open
             if target.pid:
@@ -308,7 +308,11 @@ def main() -> None:
         },
         "toxiproxy": _toxiproxy_version(args.toxiproxy),
         "params": {k: v for k, v in vars(args).items() if k not in ("serve", "table", "readme")}
-        | {"rtt_block": RTT_BLOCK, "concurrent_runs": {str(n): r for n, r in CONCURRENT_RUNS.items()}},
+        | {
+            "rtt_block": RTT_BLOCK,
+            "rtt_noop_with_plain": True,  # the noop round trips alternate with the plain and direct ones
+            "concurrent_runs": {str(n): r for n, r in CONCURRENT_RUNS.items()},
+        },
         **result,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

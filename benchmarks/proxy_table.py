@@ -122,10 +122,17 @@ def render(doc: dict[str, Any]) -> str:
         f"{doc['when']}, {m['cpus']} cores, load average before {m['load_average_before'][0]} / after "
         f"{m['load_average_after'][0]}; median of {p['reps']} interleaved repetitions ({p['slow_reps']} for the "
         "toxic timing rows), (min-max) over them; within a repetition the round trips alternate between the "
-        f"targets {p.get('rtt_block', 1)} at a time (the toxic ones one at a time), "
+        f"targets{_with_noop(p)} {p.get('rtt_block', 1)} at a time (the toxic ones one at a time), "
         f"{_runs(p)}."
     )
     return "\n".join(lines)
+
+
+def _with_noop(params: dict[str, Any]) -> str:
+    """Whether the noop round trips shared the plain ones' rotation (older results: a rotation of their own)."""
+    if params.get("rtt_noop_with_plain"):
+        return " (the 64 B ones through each proxy with and without its noop toxics, and direct, in one rotation)"
+    return ""
 
 
 def _runs(params: dict[str, Any]) -> str:

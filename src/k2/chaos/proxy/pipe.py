@@ -13,8 +13,9 @@ slower in six interleaved comparisons on a 2-core machine.
 
 Toxic path: each read is timestamped and, when the chain is busy, queued (bounded: past `QUEUE_LIMIT` bytes
 the source is not read, so a stalled chain pushes back too); the chain runs each chunk depth-first through
-the toxics' generators; a `Wait` parks the chain on a loop timer. When the chain becomes empty again and the queue
-has drained, the pipe returns to the fast path. Chains are swapped on live connections, so adding or
+the toxics' generators, inline until something waits (only then is a generator kept as a frame); a `Wait`
+parks the chain on a loop timer. When the chain becomes empty again and the queue has drained, the pipe
+returns to the fast path. Chains are swapped on live connections, so adding or
 removing a toxic takes effect on connections that are already open; a removed toxic's wait is
 interrupted so that it flushes what it holds.
 
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 QUEUE_LIMIT = 1 << 20  # bytes queued for a stalled chain before the source is no longer read
 READ_SIZE = SCRATCH_SIZE  # one read, into the loop's shared buffer (`Reactor.scratch`) or a bulk one's own
 BULK_AFTER = 128 << 10  # a read this large means bulk: the direction gets a read buffer of its own
+_DONE = object()  # what `next` gives for a toxic generator that has finished
 
 
 class Binding:
@@ -68,11 +70,10 @@ class Binding:
 class _Frame:
     """A toxic generator in progress on one item, and the chain position its output goes to."""
 
-    __slots__ = ("binding", "chain", "index", "send", "steps", "value")
+    __slots__ = ("binding", "chain", "index", "steps", "value")
 
     def __init__(self, steps: Iterable[Any], chain: tuple[Binding, ...], index: int, binding: Binding | None):
-        self.send = getattr(steps, "send", None)  # a generator (every toxic's pipe()) is its own iterator
-        self.steps: Iterator[Any] = steps if self.send is not None else iter(steps)  # type: ignore[assignment]
+        self.steps: Iterator[Any] = iter(steps)  # a generator (every toxic's pipe()) is its own iterator
         self.chain = chain
         self.index = index
         self.binding = binding
@@ -294,6 +295,10 @@ class Pipe:
             self._pumping = False
 
     def _feed(self, chunk: Chunk, chain: tuple[Binding, ...], index: int) -> None:
+        """Run `chunk` through the chain from `index` on, depth-first and inline for as long as nothing has
+        to wait: a toxic's generator is only kept as a frame (for `_pump`) once it, or a toxic after it,
+        waits or finds the destination full. Most chunks pass without a frame, which is the toxic path's
+        cost per chunk."""
         while index < len(chain) and not chain[index].alive:
             index += 1
         if index == len(chain):
@@ -301,17 +306,44 @@ class Pipe:
                 self._send(memoryview(chunk.data), copy=False)
             return
         binding = chain[index]
-        self._frames.append(_Frame(binding.toxic.pipe(chunk, binding), chain, index, binding))
+        steps = iter(binding.toxic.pipe(chunk, binding))
+        frames = self._frames
+        mark = len(frames)  # where this generator's frame goes if it must wait: under the frames it caused
+        while True:
+            if self._out is not None or self._parked is not None or self.closing or len(frames) > mark:
+                frames.insert(mark, _Frame(steps, chain, index, binding))
+                return
+            out = next(steps, _DONE)
+            if out is _DONE:
+                return
+            if isinstance(out, Chunk):
+                self._feed(out, chain, index + 1)
+            else:
+                frame = _Frame(steps, chain, index, binding)
+                frames.insert(mark, frame)
+                self._take(frame, out)
+                return
 
     def _step(self, frame: _Frame) -> None:
-        value, frame.value = frame.value, None
-        try:
-            out = frame.send(value) if frame.send is not None else next(frame.steps)
-        except StopIteration:
+        value = frame.value
+        if value is None:  # resumed after a chunk; next() with a default raises nothing
+            out = next(frame.steps, _DONE)
+        else:  # resumed after a wait: it learns whether the wait ran its course
+            frame.value = None
+            send = getattr(frame.steps, "send", None)
+            try:
+                out = send(value) if send is not None else next(frame.steps)
+            except StopIteration:
+                out = _DONE
+        if out is _DONE:
             self._frames.pop()
             if frame.binding is None:  # the end-of-stream frame finished: the close goes on
                 self._forward_eof()
             return
+        self._take(frame, out)
+
+    def _take(self, frame: _Frame, out: object) -> None:
+        """What the top frame's generator yielded: a chunk goes on down the chain, a wait parks the chain."""
         if isinstance(out, Chunk):  # the common case first
             self._feed(out, frame.chain, frame.index + 1)
         elif isinstance(out, Wait):

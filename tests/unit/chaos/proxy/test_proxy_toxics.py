@@ -196,6 +196,28 @@ def test_blackhole_hold_pushes_back_and_delivers_on_removal() -> None:
         server.close()
 
 
+def test_a_chain_that_meets_a_full_destination_mid_chunk_delivers_every_byte_in_order() -> None:
+    """Two slicers turn each read into hundreds of slices, and the reader takes nothing until the proxy holds
+    bytes it cannot send: the chain must stop where it is and go on from there (each slicer's generator
+    kept, the inner one first), not lose, repeat or reorder a slice."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        with Proxy("slow-reader", upstream=listener.getsockname(), seed=1) as proxy:
+            proxy.add_toxic("slicer", name="coarse", stream="upstream", average_size=4000, delay=0)
+            proxy.add_toxic("slicer", name="fine", stream="upstream", average_size=400, size_variation=200, delay=0)
+            data = pattern(16 << 20)  # more than the socket buffers on the way hold
+            with connect(proxy.listen_address, timeout=30) as sock:
+                sender = threading.Thread(target=sock.sendall, args=(data,), daemon=True)
+                sender.start()
+                peer, _ = listener.accept()
+                with peer:
+                    wait_for(lambda: proxy.stats()["bytes_held"] > 0, timeout=20, what="the destination to fill")
+                    got = recv_exactly(peer, len(data), timeout=60)
+                sender.join(10)
+    assert got == data
+
+
 def test_stacked_toxics_compose(proxy: Proxy) -> None:
     proxy.add_toxic("latency", latency=80)
     proxy.add_toxic("slicer", name="slices", average_size=3, delay=0)
