@@ -31,51 +31,112 @@ def _fig(s: dict[str, Any] | None, unit: str = "", digits: int = 0) -> str:
     return f"{f(s['median'])}{unit} ({f(s['min'])}-{f(s['max'])})"
 
 
+def _runs_of(s: dict[str, Any] | None) -> list[float] | None:
+    return s.get("runs") if s else None
+
+
+def _pairs(
+    k2: dict[str, Any] | None, other: dict[str, Any] | None, *, higher: bool = False, off: float | None = None
+) -> str:
+    """In how many repetitions K2's figure was the better one of the pair measured in it (`k of n`): a median
+    ahead by a margin inside the noise shows as a split like 3 of 5. Better is higher, lower, or (with `off`,
+    for the distance from an expected value) closer to `off`. "-" where the results keep no repetitions."""
+    mine, theirs = _runs_of(k2), _runs_of(other)
+    if not mine or not theirs or len(mine) != len(theirs):
+        return "-"
+    if off is not None:
+        wins = sum(abs(a - off) < abs(b - off) for a, b in zip(mine, theirs, strict=True))
+    else:
+        wins = sum((a > b) if higher else (a < b) for a, b in zip(mine, theirs, strict=True))
+    return f"{wins} of {len(mine)}"
+
+
 def render(doc: dict[str, Any]) -> str:
     cols = ["direct", "toxiproxy", "k2"] if doc.get("toxiproxy") else ["direct", "k2"]
-    head = {"direct": "direct", "toxiproxy": "Toxiproxy 2.12.0", "k2": "K2"}
+    head = {"direct": "direct", "toxiproxy": "Toxiproxy 2.12.0", "k2": "K2", "pairs": "K2 better in (pairs)"}
+    if doc.get("toxiproxy"):
+        cols.append("pairs")
     rows: list[tuple[str, dict[str, str]]] = []
 
-    def row(what: str, cells: dict[str, str]) -> None:
+    def row(what: str, cells: dict[str, str], *pairs: str) -> None:
+        if pairs:
+            cells = cells | {"pairs": " / ".join(pairs)}
         rows.append((what, cells))
 
+    def versus(table: dict[str, Any], key: str | None = None, **how: Any) -> str:
+        """`_pairs` of K2 against Toxiproxy for one figure of a row."""
+        k2, tox = table.get("k2"), table.get("toxiproxy")
+        if key is not None:
+            k2, tox = (k2 or {}).get(key), (tox or {}).get(key)
+        return _pairs(k2, tox, **how)
+
     p = doc["params"]
-    row(f"bulk {p['bulk_mib']} MiB, no toxic (MB/s)", {t: _fig(doc["bulk_mb_s"].get(t)) for t in cols})
-    row("bulk, ratio to direct", {t: _fig(doc["bulk_ratio_to_direct"].get(t), "x", 2) for t in cols})
-    row("bulk with a noop toxic each way (MB/s)", {t: _fig(doc["bulk_noop_mb_s"].get(t)) for t in cols})
-    row("proxy CPU per GB moved (s)", {t: _fig(doc["cpu_s_per_gb"].get(t), "", 2) for t in cols})
+    row(
+        f"bulk {p['bulk_mib']} MiB, no toxic (MB/s)",
+        {t: _fig(doc["bulk_mb_s"].get(t)) for t in cols},
+        versus(doc["bulk_mb_s"], higher=True),
+    )
+    ratio = doc["bulk_ratio_to_direct"]
+    row("bulk, ratio to direct", {t: _fig(ratio.get(t), "x", 2) for t in cols}, versus(ratio, higher=True))
+    row(
+        "bulk with a noop toxic each way (MB/s)",
+        {t: _fig(doc["bulk_noop_mb_s"].get(t)) for t in cols},
+        versus(doc["bulk_noop_mb_s"], higher=True),
+    )
+    row(
+        "proxy CPU per GB moved (s)",
+        {t: _fig(doc["cpu_s_per_gb"].get(t), "", 2) for t in cols},
+        versus(doc["cpu_s_per_gb"]),
+    )
     if "pipeline_cpu_s_per_gb" in doc:
         pipeline = doc["pipeline_cpu_s_per_gb"]
-        row("CPU per GB moved, client + sink + proxy (s)", {t: _fig(pipeline.get(t), "", 2) for t in cols})
+        row(
+            "CPU per GB moved, client + sink + proxy (s)",
+            {t: _fig(pipeline.get(t), "", 2) for t in cols},
+            versus(pipeline),
+        )
     rtt = doc["rtt_64b_us"]
     row(
         "64 B round trip p50 / p99 (µs)",
         {t: f"{_fig(rtt[t]['p50'])} / {_fig(rtt[t]['p99'])}" for t in cols if t in rtt},
+        versus(rtt, "p50"),
+        versus(rtt, "p99"),
     )
     row(
         "64 B round trip, added p50 / p99 (µs)",
         {
             t: f"+{_fig(rtt[t]['added_p50'], '', 1)} / +{_fig(rtt[t]['added_p99'], '', 1)}"
             for t in cols
-            if t != "direct"
+            if t not in ("direct", "pairs")
         },
+        versus(rtt, "added_p50"),
+        versus(rtt, "added_p99"),
     )
     noop = doc["rtt_64b_noop_us"]
-    row("64 B round trip with noop toxics, added p50 (µs)", {t: f"+{_fig(noop[t]['added_p50'], '', 1)}" for t in noop})
+    row(
+        "64 B round trip with noop toxics, added p50 (µs)",
+        {t: f"+{_fig(noop[t]['added_p50'], '', 1)}" for t in noop},
+        versus(noop, "added_p50"),
+    )
     for n in (200, 1000):
         c = doc[f"concurrent_{n}x{p['trips']}"]
         row(
             f"{n} connections x {p['trips']} round trips: time (s) / p99 per round trip (ms)",
-            {t: f"{_fig(c[t]['seconds'], '', 3)} / {_fig(c[t]['p99_round_trip_ms'], '', 2)}" for t in cols},
+            {t: f"{_fig(c[t]['seconds'], '', 3)} / {_fig(c[t]['p99_round_trip_ms'], '', 2)}" for t in c},
+            versus(c, "seconds"),
+            versus(c, "p99_round_trip_ms"),
         )
     b = doc[f"accept_burst_{p['burst']}"]
     row(
         f"{p['burst']} connects at once: time to all answered (s) / SYNs dropped",
-        {t: f"{_fig(b[t]['seconds'], '', 3)} / {_fig(b[t]['listen_drops'])}" for t in cols},
+        {t: f"{_fig(b[t]['seconds'], '', 3)} / {_fig(b[t]['listen_drops'])}" for t in b},
+        versus(b, "seconds"),
     )
     bw = doc["bandwidth_error_pct"]
     row(
-        f"bandwidth toxic 1000 KB/s over {p['bandwidth_bytes'] / 1e6:g} MB, error", {t: _fig(bw[t], "%", 2) for t in bw}
+        f"bandwidth toxic 1000 KB/s over {p['bandwidth_bytes'] / 1e6:g} MB, error",
+        {t: _fig(bw[t], "%", 2) for t in bw},
+        versus(bw, off=0.0),  # the error's distance from 0
     )
     lat = doc["latency_100ms"]
     row(
@@ -84,6 +145,7 @@ def render(doc: dict[str, Any]) -> str:
             t: f"{_fig(v['p50_ms'], '', 2)} / {_fig(v['p99_ms'], '', 2)}; {_fig(v['excess_p50_us'])}"
             for t, v in lat.items()
         },
+        versus(lat, "excess_p50_us"),
     )
     jit = doc["jitter_100ms_pm50"]
     draws = p["jitter_count"]
@@ -92,6 +154,8 @@ def render(doc: dict[str, Any]) -> str:
         f"latency 100 ± 50 ms: mean / stdev (ms; uniform: 100 / {sd:.2f}, each ± {sd / draws**0.5:.1f} / "
         f"± {sd * (0.8 / (4 * draws)) ** 0.5:.1f} over {draws} draws)",
         {t: f"{_fig(jit[t]['mean_ms'], '', 1)} / {_fig(jit[t]['stdev_ms'], '', 1)}" for t in jit},
+        versus(jit, "mean_ms", off=100),
+        versus(jit, "stdev_ms", off=sd),
     )
     o = doc["host_timer_overshoot_us"]
     row("host timer overshoot p50 / p99 (µs), for scale", {"direct": f"{_fig(o['p50'])} / {_fig(o['p99'])}"})
@@ -103,6 +167,8 @@ def render(doc: dict[str, Any]) -> str:
             t: f"{v['idle']} / {_fig(v[f'with_{hold}_connections'], '', 1)} / {_fig(v['per_connection_kib'])}"
             for t, v in rss.items()
         },
+        "-",
+        versus(rss, f"with_{hold}_connections"),
     )
     kafka = doc.get("kafka_produce")
     if kafka:
@@ -112,6 +178,8 @@ def render(doc: dict[str, Any]) -> str:
             row(
                 f"Kafka produce, {n} producer(s): msg/s flat out / {ack}",
                 {t: f"{_fig(v['msgs_per_s'])} / {_fig(v['p99_ack_ms'], '', 1)}" for t, v in by_target.items()},
+                versus(by_target, "msgs_per_s", higher=True),
+                versus(by_target, "p99_ack_ms"),
             )
     lines = ["| measure | " + " | ".join(head[c] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for what, cells in rows:

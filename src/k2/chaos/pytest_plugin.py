@@ -80,6 +80,7 @@ class ChaosRun:
     versions: dict[str, str] = field(default_factory=dict)
     report: Any = None  # the RunReport, once written
     written: dict[str, Path] = field(default_factory=dict)
+    heal_failures: list[tuple[str, str]] = field(default_factory=list)  # (scenario, error): heals failed in a row
 
 
 RUN = pytest.StashKey[ChaosRun]()

@@ -92,8 +92,7 @@ def _chaos_scenario(request: pytest.FixtureRequest) -> Iterator[None]:
     state = scenario_state(request)  # first: a stack that cannot come up is this scenario's CRASH, not a silent gap
     state.started_at = time.time()
     session: ChaosSession = request.getfixturevalue("chaos_session")
-    stack = request.getfixturevalue("k2_stack")
-    stack.up()  # a service an earlier scenario left down (or that crashed) comes back with its data
+    _heal(_run(request), request.getfixturevalue("k2_stack"), request.node.name)
     state.first_fault, state.started_at = len(session.records), time.time()
     try:
         yield
@@ -104,6 +103,35 @@ def _chaos_scenario(request: pytest.FixtureRequest) -> Iterator[None]:
             journal.recover()
         state.faults = session.records[state.first_fault :]
         state.finished_at = time.time()  # the scenario's fixtures are torn down before this one (set up first)
+
+
+HEAL_ATTEMPTS = 2  # scenarios in a row whose heal failed before the stack counts as beyond healing
+
+
+class StackBeyondHealing(RuntimeError):
+    """The stack failed to come back before several scenarios in a row; the rest CRASH at once instead."""
+
+
+def _heal(run: ChaosRun, stack: Any, scenario: str) -> None:
+    """Bring back a service an earlier scenario left down (or that crashed), with its data.
+
+    A stack that failed to heal before `HEAL_ATTEMPTS` scenarios in a row (a store that answers 500 on its own
+    data, say) is not tried again: each try waits out the services' start timeout, which would cost every
+    later scenario a minute for the same CRASH. Those scenarios CRASH at once, naming the first error."""
+    failures = run.heal_failures
+    if len(failures) >= HEAL_ATTEMPTS:
+        names = ", ".join(name for name, _ in failures)
+        raise StackBeyondHealing(
+            f"not run: the stack failed to come back before {len(failures)} scenarios in a row ({names}), "
+            f"first with: {failures[0][1]}. Read the failing service's log (`k2 stack logs SERVICE`), fix or "
+            "remove the stack's data dir, and rerun these scenarios."
+        )
+    try:
+        stack.up()
+    except Exception as exc:
+        failures.append((scenario, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+        raise
+    failures.clear()
 
 
 # ---- the seed's fixtures: each returns a factory with the seed's call shape ---------------------------

@@ -124,3 +124,81 @@ def k2_stack():
     report = json.loads((pytester.path / "reports" / "report.json").read_text())
     finished = {s["name"]: s["finished_at"] for s in report["scenarios"]}
     assert finished["test_last"] <= down_started, (finished, down_started)
+
+
+def _four_scenarios_over(pytester: pytest.Pytester, stack: str) -> pytest.RunResult:
+    """Four chaos scenarios run over the stack class `stack` defines (its `up()` notes each heal in `heals`)."""
+    pytester.makeconftest(
+        FAKE_STACK_CONFTEST
+        + stack
+        + """
+@pytest.fixture(scope="session")
+def k2_stack():
+    return Stack()
+"""
+    )
+    pytester.makepyfile(
+        """
+        import pytest
+
+        pytestmark = pytest.mark.chaos
+
+        def test_one():
+            pass
+
+        def test_two():
+            pass
+
+        def test_three():
+            pass
+
+        def test_four():
+            pass
+        """
+    )
+    return pytester.runpytest("--chaos-report-dir=reports", "-p", "no:cacheprovider")
+
+
+def test_a_stack_that_fails_to_heal_twice_in_a_row_is_not_tried_again(pytester: pytest.Pytester) -> None:
+    """Each heal of a broken stack waits out its services' start timeout; after two scenarios in a row met
+    one, the rest CRASH at once, naming the first error, instead of paying that wait each."""
+    result = _four_scenarios_over(
+        pytester,
+        """
+class Stack:  # a fake: broken for good
+    def up(self):
+        with open("heals", "a") as out:
+            out.write("x")
+        raise RuntimeError("kafka-store did not become healthy within 60s\\nlast lines of its log: ...")
+""",
+    )
+    result.assert_outcomes(errors=4)
+    assert (pytester.path / "heals").read_text() == "xx"
+    report = json.loads((pytester.path / "reports" / "report.json").read_text())
+    scenarios = {s["name"]: s for s in report["scenarios"]}
+    assert {name: s["outcome"] for name, s in scenarios.items()} == dict.fromkeys(
+        ["test_one", "test_two", "test_three", "test_four"], "crash"
+    )
+    for name in ("test_three", "test_four"):
+        error = scenarios[name]["error"]
+        assert "test_one, test_two" in error and "kafka-store did not become healthy within 60s" in error, error
+
+
+def test_a_heal_that_succeeds_resets_the_count(pytester: pytest.Pytester) -> None:
+    """Only failures in a row count: a stack that heals between two failures is tried before every scenario."""
+    result = _four_scenarios_over(
+        pytester,
+        """
+class Stack:  # a fake: fails every other heal
+    calls = 0
+
+    def up(self):
+        Stack.calls += 1
+        with open("heals", "a") as out:
+            out.write("x")
+        if Stack.calls % 2:
+            raise RuntimeError("s3 did not become healthy within 60s")
+""",
+    )
+    result.assert_outcomes(passed=2, errors=2)
+    assert (pytester.path / "heals").read_text() == "xxxx"
