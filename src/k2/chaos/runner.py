@@ -93,7 +93,6 @@ def shard_count(options: RunOptions) -> int:
 def run(options: RunOptions) -> int:
     """Run the suites; exit status 1 exactly when a scenario ended other than it expects (any HANG, CRASH or
     DATA_LOSS; a PASS where it expects FAILED_GRACEFULLY), 2 on usage errors."""
-    import subprocess
     import sys
 
     count = shard_count(options)
@@ -103,7 +102,9 @@ def run(options: RunOptions) -> int:
     env = {**os.environ, ENV: options.cgroup} if options.cgroup else None
     if count > 1:
         return _run_shards(options, count, env)
-    code = _wait([subprocess.Popen([sys.executable, "-m", "pytest", *pytest_args(options)], env=env)])[0]
+    with _Children() as children:
+        children.start([sys.executable, "-m", "pytest", *pytest_args(options)], env=env)
+        code = children.wait()[0]
     return _verdict(code, report, options)
 
 
@@ -139,22 +140,23 @@ def _run_shards(options: RunOptions, count: int, env: dict[str, str] | None) -> 
     shards_dir.mkdir(parents=True, exist_ok=True)
     print(f"k2 chaos run: the scenarios split over {count} stacks running at once (--parallel 1: one stack), "
           f"seed {seed}; each shard's whole output: {shards_dir}/shard-N.log", flush=True)  # fmt: skip
-    procs, pumps, dirs = [], [], []
+    pumps, dirs = [], []
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC  # a planted symlink is refused
-    for shard in range(1, count + 1):
-        shard_options = dataclasses.replace(options, seed=seed, report_dir=shards_dir / str(shard), verbose=True)
-        (shard_options.report_dir / "report.json").unlink(missing_ok=True)
-        log = open(os.open(shards_dir / f"shard-{shard}.log", flags, 0o644), "w", encoding="utf-8")  # noqa: SIM115
-        argv = [sys.executable, "-m", "pytest", *pytest_args(shard_options), f"--chaos-shard={shard}/{count}"]
-        shard_env = {**(env or os.environ), PORT_SHARE_ENV: f"{shard}/{count}"}  # no two stacks race for a port
-        proc = subprocess.Popen(argv, env=shard_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                errors="replace")  # fmt: skip
-        pump = threading.Thread(target=_pump, args=(proc, log, f"[{shard}/{count}] "), daemon=True)
-        pump.start()
-        procs.append(proc)
-        pumps.append(pump)
-        dirs.append(shard_options.report_dir)
-    codes = _wait(procs)
+    with _Children() as children:
+        for shard in range(1, count + 1):
+            shard_options = dataclasses.replace(options, seed=seed, report_dir=shards_dir / str(shard), verbose=True)
+            (shard_options.report_dir / "report.json").unlink(missing_ok=True)
+            fd = os.open(shards_dir / f"shard-{shard}.log", flags, 0o644)
+            log = open(fd, "w", encoding="utf-8")  # noqa: SIM115
+            argv = [sys.executable, "-m", "pytest", *pytest_args(shard_options), f"--chaos-shard={shard}/{count}"]
+            shard_env = {**(env or os.environ), PORT_SHARE_ENV: f"{shard}/{count}"}  # no two stacks race for a port
+            proc = children.start(argv, env=shard_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  errors="replace")  # fmt: skip
+            pump = threading.Thread(target=_pump, args=(proc, log, f"[{shard}/{count}] "), daemon=True)
+            pump.start()
+            pumps.append(pump)
+            dirs.append(shard_options.report_dir)
+        codes = children.wait()
     for pump in pumps:
         pump.join(30)
     ran = [(shard, code) for shard, code in enumerate(codes, 1) if code != pytest.ExitCode.NO_TESTS_COLLECTED]
@@ -189,27 +191,53 @@ def _pump(proc: Any, log: Any, prefix: str) -> None:
                 print(prefix + line.rstrip("\n"), flush=True)
 
 
-def _wait(procs: list[Any]) -> list[int]:
-    """Every child's exit status. Ctrl-C reaches the children too (one process group): each restores its
-    faults and writes its report, so the runner goes on waiting rather than killing them mid-restore (the
-    journal's watchdog would restore, but later). SIGTERM (`k2 chaos halt`, a CI timeout) is passed on."""
+class _Children:
+    """The runner's pytest processes, started and waited for with SIGTERM passed on to them.
 
-    def forward(signum: int, frame: object) -> None:
-        for proc in procs:
+    Ctrl-C reaches the children too (one process group): each restores its faults and writes its report, so
+    the runner goes on waiting rather than killing them mid-restore (the journal's watchdog would restore, but
+    later). SIGTERM to the runner alone (`k2 chaos halt`, a CI's timeout) is passed on to every child still
+    running. The handler is in place from before the first child starts: a SIGTERM in between used to end the
+    runner at once and leave its shards running without it; one that comes before a child starts reaches that
+    child as soon as it exists."""
+
+    def __init__(self) -> None:
+        self.procs: list[Any] = []
+        self._halted = False
+        self._previous: Any = None
+        self._in_main = threading.current_thread() is threading.main_thread()
+
+    def __enter__(self) -> _Children:
+        if self._in_main:
+            self._previous = signal.signal(signal.SIGTERM, self._forward)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._in_main:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def _forward(self, signum: int, frame: object) -> None:
+        self._halted = True
+        for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
 
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, forward) if in_main else None
-    try:
+    def start(self, argv: list[str], **popen: Any) -> Any:
+        import subprocess
+
+        proc = subprocess.Popen(argv, **popen)
+        self.procs.append(proc)
+        if self._halted:  # a halt that came before it existed
+            proc.send_signal(signal.SIGTERM)
+        return proc
+
+    def wait(self) -> list[int]:
+        """Every child's exit status."""
         while True:
             try:
-                return [proc.wait() for proc in procs]
+                return [proc.wait() for proc in self.procs]
             except KeyboardInterrupt:
                 continue
-    finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)
 
 
 class _Lister:

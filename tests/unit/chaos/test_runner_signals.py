@@ -4,6 +4,8 @@ leaving the restore to the watchdog. SIGTERM sent to the runner alone is passed 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -31,13 +33,28 @@ CHILD = textwrap.dedent(
 RUNNER = textwrap.dedent(
     """
     import subprocess, sys
-    from k2.chaos.runner import _wait
-    children = [subprocess.Popen([sys.executable, "-c", sys.argv[1], path], stdout=subprocess.PIPE, text=True)
-                for path in sys.argv[2:]]
-    for child in children:
-        child.stdout.readline()
-    print("ready", flush=True)
-    print(_wait(children), flush=True)
+    from k2.chaos.runner import _Children
+    with _Children() as children:
+        for path in sys.argv[2:]:
+            children.start([sys.executable, "-c", sys.argv[1], path], stdout=subprocess.PIPE, text=True)
+        for child in children.procs:
+            child.stdout.readline()
+        print("ready", flush=True)
+        print(children.wait(), flush=True)
+    """
+)
+
+# A runner that gets its SIGTERM before it has started any child (it starts them when told on stdin).
+EARLY_RUNNER = textwrap.dedent(
+    """
+    import subprocess, sys
+    from k2.chaos.runner import _Children
+    with _Children() as children:
+        print("armed", flush=True)
+        sys.stdin.readline()
+        for path in sys.argv[2:]:
+            children.start([sys.executable, "-c", sys.argv[1], path], stdout=subprocess.DEVNULL)
+        print(children.wait(), flush=True)
     """
 )
 
@@ -66,3 +83,24 @@ def test_sigterm_to_the_runner_is_passed_on(tmp_path: Path) -> None:
     out, _ = runner.communicate(timeout=30)
     assert out.strip() == "[0, 0]"
     assert [mark.read_text() for mark in marks] == ["SIGTERM", "SIGTERM"]
+
+
+def test_a_sigterm_before_the_shards_start_reaches_them_when_they_do(tmp_path: Path) -> None:
+    """The runner forwards SIGTERM from before its first child starts: one that came earlier used to end the
+    runner at once (or be lost), leaving its shards to run on without it."""
+    marks = [tmp_path / "one", tmp_path / "two"]
+    runner = subprocess.Popen(
+        [sys.executable, "-c", EARLY_RUNNER, CHILD, *map(str, marks)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert runner.stdout is not None and runner.stdout.readline().strip() == "armed"
+        runner.send_signal(signal.SIGTERM)
+        out, _ = runner.communicate("start\n", timeout=30)
+        # each shard ends: killed outright if the signal beat its handler (-15), else after its restore (0)
+        codes = json.loads(out)
+        assert len(codes) == 2 and set(codes) <= {0, -signal.SIGTERM}, out
+        assert runner.returncode == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(runner.pid, signal.SIGKILL)  # shards left running by a broken runner
