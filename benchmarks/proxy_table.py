@@ -52,10 +52,9 @@ def _pairs(
 
 
 def render(doc: dict[str, Any]) -> str:
-    cols = ["direct", "toxiproxy", "k2"] if doc.get("toxiproxy") else ["direct", "k2"]
+    targets = ["direct", "toxiproxy", "k2"] if doc.get("toxiproxy") else ["direct", "k2"]
+    cols = [*targets, "pairs"] if doc.get("toxiproxy") else targets  # the pairs: K2 against Toxiproxy
     head = {"direct": "direct", "toxiproxy": "Toxiproxy 2.12.0", "k2": "K2", "pairs": "K2 better in (pairs)"}
-    if doc.get("toxiproxy"):
-        cols.append("pairs")
     rows: list[tuple[str, dict[str, str]]] = []
 
     def row(what: str, cells: dict[str, str], *pairs: str) -> None:
@@ -73,32 +72,32 @@ def render(doc: dict[str, Any]) -> str:
     p = doc["params"]
     row(
         f"bulk {p['bulk_mib']} MiB, no toxic (MB/s)",
-        {t: _fig(doc["bulk_mb_s"].get(t)) for t in cols},
+        {t: _fig(doc["bulk_mb_s"].get(t)) for t in targets},
         versus(doc["bulk_mb_s"], higher=True),
     )
     ratio = doc["bulk_ratio_to_direct"]
-    row("bulk, ratio to direct", {t: _fig(ratio.get(t), "x", 2) for t in cols}, versus(ratio, higher=True))
+    row("bulk, ratio to direct", {t: _fig(ratio.get(t), "x", 2) for t in targets}, versus(ratio, higher=True))
     row(
         "bulk with a noop toxic each way (MB/s)",
-        {t: _fig(doc["bulk_noop_mb_s"].get(t)) for t in cols},
+        {t: _fig(doc["bulk_noop_mb_s"].get(t)) for t in targets},
         versus(doc["bulk_noop_mb_s"], higher=True),
     )
     row(
         "proxy CPU per GB moved (s)",
-        {t: _fig(doc["cpu_s_per_gb"].get(t), "", 2) for t in cols},
+        {t: _fig(doc["cpu_s_per_gb"].get(t), "", 2) for t in targets},
         versus(doc["cpu_s_per_gb"]),
     )
     if "pipeline_cpu_s_per_gb" in doc:
         pipeline = doc["pipeline_cpu_s_per_gb"]
         row(
             "CPU per GB moved, client + sink + proxy (s)",
-            {t: _fig(pipeline.get(t), "", 2) for t in cols},
+            {t: _fig(pipeline.get(t), "", 2) for t in targets},
             versus(pipeline),
         )
     rtt = doc["rtt_64b_us"]
     row(
         "64 B round trip p50 / p99 (µs)",
-        {t: f"{_fig(rtt[t]['p50'])} / {_fig(rtt[t]['p99'])}" for t in cols if t in rtt},
+        {t: f"{_fig(rtt[t]['p50'])} / {_fig(rtt[t]['p99'])}" for t in targets if t in rtt},
         versus(rtt, "p50"),
         versus(rtt, "p99"),
     )
@@ -106,8 +105,8 @@ def render(doc: dict[str, Any]) -> str:
         "64 B round trip, added p50 / p99 (µs)",
         {
             t: f"+{_fig(rtt[t]['added_p50'], '', 1)} / +{_fig(rtt[t]['added_p99'], '', 1)}"
-            for t in cols
-            if t not in ("direct", "pairs")
+            for t in targets
+            if t != "direct"
         },
         versus(rtt, "added_p50"),
         versus(rtt, "added_p99"),
