@@ -199,7 +199,8 @@ class _Children:
     later). SIGTERM to the runner alone (`k2 chaos halt`, a CI's timeout) is passed on to every child still
     running. The handler is in place from before the first child starts: a SIGTERM in between used to end the
     runner at once and leave its shards running without it; one that comes before a child starts reaches that
-    child as soon as it exists."""
+    child as soon as it exists. When the runner itself fails while its children run (a later shard that cannot
+    start), it halts them and waits for their restores before the error goes on."""
 
     def __init__(self) -> None:
         self.procs: list[Any] = []
@@ -212,9 +213,14 @@ class _Children:
             self._previous = signal.signal(signal.SIGTERM, self._forward)
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self._in_main:
-            signal.signal(signal.SIGTERM, self._previous)
+    def __exit__(self, kind: object, *exc: object) -> None:
+        try:
+            if kind is not None:  # the runner failed mid-way (a shard that could not start, Ctrl-C): none runs on
+                self._forward(signal.SIGTERM, None)
+                self.wait()
+        finally:
+            if self._in_main:
+                signal.signal(signal.SIGTERM, self._previous)
 
     def _forward(self, signum: int, frame: object) -> None:
         self._halted = True

@@ -58,6 +58,18 @@ EARLY_RUNNER = textwrap.dedent(
     """
 )
 
+# A runner whose second shard cannot start (its program does not exist) while the first one runs.
+FAILING_RUNNER = textwrap.dedent(
+    """
+    import subprocess, sys
+    from k2.chaos.runner import _Children
+    with _Children() as children:
+        first = children.start([sys.executable, "-c", sys.argv[1], sys.argv[2]], stdout=subprocess.PIPE, text=True)
+        first.stdout.readline()
+        children.start([sys.argv[3]])
+    """
+)
+
 
 def _runner(tmp_path: Path) -> tuple[subprocess.Popen[str], list[Path]]:
     marks = [tmp_path / "one", tmp_path / "two"]
@@ -104,3 +116,19 @@ def test_a_sigterm_before_the_shards_start_reaches_them_when_they_do(tmp_path: P
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(runner.pid, signal.SIGKILL)  # shards left running by a broken runner
+
+
+def test_a_shard_that_cannot_start_halts_the_ones_already_running(tmp_path: Path) -> None:
+    """The runner's error used to end it with its first shard still running the suite without it."""
+    mark = tmp_path / "one"
+    runner = subprocess.Popen(
+        [sys.executable, "-c", FAILING_RUNNER, CHILD, str(mark), str(tmp_path / "no-such-program")],
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        _, err = runner.communicate(timeout=30)
+        assert runner.returncode == 1 and "FileNotFoundError" in err  # the error itself still goes on
+        assert mark.read_text() == "SIGTERM"  # the running shard was halted and its restore waited for
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(runner.pid, signal.SIGKILL)  # a shard left running by a broken runner
