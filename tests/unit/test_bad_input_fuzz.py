@@ -58,7 +58,7 @@ def _encode(body: Any) -> bytes:
 
 @SETTINGS
 @given(
-    method=st.sampled_from(["POST", "PATCH", "DELETE", "PUT", "GET"]),
+    method=st.sampled_from(["POST", "PATCH", "DELETE", "PUT", "GET", "OPTIONS", "BREW"]),
     path=st.sampled_from(["/proxies", "/populate", "/proxies/svc", "/proxies/kafka", "/proxies/svc/toxics",
                           "/proxies/svc/toxics/latency_downstream", "/proxies/%ff", "/proxies/a%00b"]),
     body=proxy_bodies,
@@ -79,7 +79,7 @@ def test_proxy_api_never_5xx(proxy_server: tuple[ProxyServer, EchoServer], metho
 
 @SETTINGS
 @given(
-    method=st.sampled_from(["POST", "PUT", "DELETE", "GET"]),
+    method=st.sampled_from(["POST", "PUT", "DELETE", "GET", "OPTIONS", "BREW"]),
     path=st.sampled_from(["/subjects/t/versions", "/subjects/t", "/config", "/config/t", "/subjects/t/versions/²",
                           "/schemas/ids/١", "/compatibility/subjects/t/versions", "/subjects/%ED%A0%80"]),
     body=st.one_of(raw_bodies, values, st.fixed_dictionaries({"schema": values}),

@@ -5,11 +5,15 @@
 - Bodies are bounded (`MAX_BODY`, else 413) and read whole, with Content-Length or chunked
   (a chunked body is read, never mistaken for the next request).
 - `caller_uid()` is the uid owning the client's socket (k2.httpsafe.peer), looked up once per connection.
+- What `http.server` refuses by itself (a method with no handler, a malformed request line, headers too
+  long) is answered in the API's own JSON error shape (`error_body`), not its HTML page; a method the API
+  does not serve is 405 with the methods it does (it was 501, a 5xx for a client's mistake).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import socket
@@ -59,12 +63,16 @@ class _DeadlineReader(io.RawIOBase):
 
 class GuardedHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # What a request line too broken to name its version is answered in: with http.server's "HTTP/0.9" the
+    # error went out as a bare body, without the status line a client needs to see it was refused.
+    default_request_version = "HTTP/1.1"
     IDLE_TIMEOUT = 30.0
     REQUEST_DEADLINE = 10.0
     MAX_BODY = 1 << 20
 
     _reader: _DeadlineReader
     _caller: int | bool | None = False  # False: not looked up yet
+    _allow = ""  # the methods served, for the Allow header of a 405
 
     def setup(self) -> None:
         super().setup()
@@ -74,6 +82,40 @@ class GuardedHandler(BaseHTTPRequestHandler):
     def handle_one_request(self) -> None:
         self._reader.deadline = None  # the deadline starts with the next request's first byte
         super().handle_one_request()
+
+    # --- errors http.server raises by itself, in the API's shape -----------------------------------
+
+    def error_body(self, status: int, message: str) -> dict[str, object]:
+        """The JSON of an error answer; an API whose clients expect another shape overrides it."""
+        return {"error": message, "status": status}
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if not hasattr(self, f"do_{self.command}"):
+            served = ", ".join(sorted(name[3:] for name in dir(self) if name.startswith("do_")))
+            self._allow = served
+            self.send_error(
+                HTTPStatus.METHOD_NOT_ALLOWED, f"method {self.command[:20]!r} is not served here: use {served}"
+            )
+            return False
+        return True
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """`http.server`'s error answer as JSON; the connection is closed after it, as there."""
+        text = message or self.responses.get(code, ("error",))[0]
+        self.log_error("code %d, message %s", code, text)
+        payload = json.dumps(self.error_body(code, text)).encode() + b"\n"
+        self.send_response(code)
+        self.send_header("Connection", "close")
+        self.close_connection = True
+        if self._allow:
+            self.send_header("Allow", self._allow)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
 
     # --- who is calling ----------------------------------------------------------------------------
 

@@ -49,6 +49,8 @@ def test_chunked_register_keeps_the_connection_in_step(server: RegistryServer) -
         ("POST", "/subjects/t-value/versions", {"schema": "[" * 5000 + "]" * 5000}, 422),
         ("POST", "/subjects/t-value/versions", b'{"schema": "\\ud800"}', 400),
         ("PUT", "/config", b'{"compatibility": NaN}', 400),
+        ("OPTIONS", "/subjects", None, 405),  # a method the registry does not serve (was http.server's 501 page)
+        ("BREW", "/subjects", None, 405),
     ],
 )
 def test_malformed_requests_are_4xx(server: RegistryServer, method: str, path: str, body: object, status: int) -> None:
@@ -62,3 +64,19 @@ def test_body_over_the_limit_is_413(server: RegistryServer) -> None:
         sock.sendall(b"POST /subjects/t/versions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (64 << 20))
         status, _, payload = read_response(sock)
     assert status == 413 and json.loads(payload)["error_code"] == 413
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GET /subjects HTTP/9.9\r\n\r\n", 505),  # refused by http.server itself, before any route
+        (b"GET /subjects HTTP/1.1 extra\r\n\r\n", 400),
+        (b"GET /subjects HTTP/1.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+    ],
+)
+def test_requests_http_server_refuses_get_confluents_json(server: RegistryServer, raw: bytes, status: int) -> None:
+    with socket.create_connection(address(server), timeout=5) as sock:
+        sock.sendall(raw)
+        got, headers, payload = read_response(sock)
+    assert got == status and headers["content-type"] == "application/json", payload
+    assert json.loads(payload)["error_code"] == status

@@ -180,6 +180,9 @@ class _RequestHandler(GuardedHandler):
     disable_nagle_algorithm = True  # headers and body go out as separate writes; don't wait for an ACK
     server: RegistryHTTPServer
 
+    def error_body(self, status: int, message: str) -> dict[str, object]:
+        return {"error_code": status, "message": message}  # Confluent's shape, as every other answer here
+
     def do_GET(self) -> None:
         self._dispatch("GET")
 

@@ -162,3 +162,34 @@ def test_populate_is_all_or_nothing(server: ProxyServer, echo: EchoServer) -> No
         busy = {"name": "b", "upstream": upstream, "listen": f"127.0.0.1:{holder.getsockname()[1]}"}
         assert call(server, "POST", "/populate", [good, busy])[0] == 409
     assert snapshot(server) == {}
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "TRACE", "BREW"])
+def test_a_method_the_api_does_not_serve_is_405_naming_those_it_does(server: ProxyServer, method: str) -> None:
+    """http.server answered these with a 501 HTML page: a 5xx, and not the JSON every Toxiproxy client parses."""
+    with socket.create_connection(server.api_address, timeout=5) as sock:
+        sock.sendall(f"{method} /proxies HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        status, headers, payload = read_response(sock)
+    assert status == 405 and headers["content-type"] == "application/json"
+    assert headers["allow"] == "DELETE, GET, PATCH, POST, PUT"
+    assert json.loads(payload) == {
+        "error": f"method {method!r} is not served here: use DELETE, GET, PATCH, POST, PUT",
+        "status": 405,
+    }
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GET /proxies HTTP/9.9\r\n\r\n", 505),
+        (b"GET /proxies HTTP/1.1 extra\r\n\r\n", 400),
+        (b"GET /proxies HTTP/1.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+        (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414),
+    ],
+)
+def test_requests_http_server_refuses_get_a_json_error(server: ProxyServer, raw: bytes, status: int) -> None:
+    with socket.create_connection(server.api_address, timeout=5) as sock:
+        sock.sendall(raw)
+        got, headers, payload = read_response(sock)
+    assert got == status and headers["content-type"] == "application/json", payload
+    assert json.loads(payload)["status"] == status and json.loads(payload)["error"]
