@@ -51,7 +51,11 @@ class CProxy:
         self.process = subprocess.Popen([str(binary), mode, str(port), str(upstream_port)])
         self.pid = self.process.pid
         self.address = ("127.0.0.1", port)
-        wait_listening(self.address)
+        try:
+            wait_listening(self.address)
+        except TimeoutError:
+            self.close()
+            raise
 
     def close(self) -> None:
         stop(self.process)
