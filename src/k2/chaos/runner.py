@@ -213,10 +213,11 @@ class _Children:
             self._previous = signal.signal(signal.SIGTERM, self._forward)
         return self
 
-    def __exit__(self, kind: object, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         try:
             if kind is not None:  # the runner failed mid-way (a shard that could not start, Ctrl-C): none runs on
-                self._forward(signal.SIGTERM, None)
+                if not issubclass(kind, KeyboardInterrupt):  # Ctrl-C reached them already: not a second signal
+                    self._forward(signal.SIGTERM, None)
                 self.wait()
         finally:
             if self._in_main:
