@@ -81,8 +81,8 @@ def idle_rss_mib(argv: list[str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reps", type=int, default=10, help="interleaved bulk repetitions")
-    parser.add_argument("--bulk-mib", type=int, default=512, help="MiB per bulk transfer")
+    parser.add_argument("--reps", type=_at_least_one, default=10, help="interleaved bulk repetitions")
+    parser.add_argument("--bulk-mib", type=_at_least_one, default=512, help="MiB per bulk transfer")
     parser.add_argument("--toxiproxy", help="path of a toxiproxy-server binary, for its idle RSS")
     args = parser.parse_args()
     load_before = os.getloadavg()
@@ -170,6 +170,12 @@ def main() -> None:
           f"K2 faster in {k2_vs_c['k2_faster_in']} of {k2_vs_c['of']}")  # fmt: skip
     print("\nidle RSS (MiB): " + ", ".join(f"{name} {value:.1f}" for name, value in rss.items()))
     print(f"-> {path} ({time.strftime('%H:%M:%S')})")
+
+
+def _at_least_one(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"takes a whole number from 1 up, got {text!r}")
+    return int(text)
 
 
 def _cell(figure: dict[str, Any], fmt: str) -> str:
